@@ -1,0 +1,7 @@
+"""Lightning callbacks of lit_rl: evaluation over state subspaces, run summaries, progress."""
+
+from callbacks.frame_progress import FrameProgressBar
+from callbacks.run_summary import RunSummary
+from callbacks.subspace_evaluation import SubspaceEvaluation
+
+__all__ = ["FrameProgressBar", "RunSummary", "SubspaceEvaluation"]

@@ -1,0 +1,85 @@
+"""Evaluate the policy from the start states of every named subspace (CLOSE, FAR, …).
+
+Every ``every_frames`` environment frames the callback plays ``episodes`` episodes from each
+subspace's start states and logs ``eval/<subspace>/<metric>``. The first evaluation runs before any
+update, so it measures the pre-trained policy. Evaluation runs on rank 0 only; its history is part
+of the callback state, so a resumed run keeps the curve it had.
+"""
+
+from __future__ import annotations
+
+from lightning import Callback, LightningModule, Trainer
+from torchrl.envs.utils import ExplorationType
+
+from lit_rl.evaluation import evaluate_episodes
+
+
+class SubspaceEvaluation(Callback):
+    """Periodic CLOSE/FAR evaluation measured in environment frames.
+
+    Args:
+        every_frames: evaluation period in environment frames.
+        episodes: episodes per subspace (one per environment of a batched evaluation env).
+        seed: seed of the evaluation environments (fixed, so evaluations are comparable).
+        deterministic: act greedily instead of sampling from the policy.
+    """
+
+    def __init__(
+        self, every_frames: int = 50_000, episodes: int = 256, seed: int = 10_000,
+        deterministic: bool = False,
+    ):
+        if every_frames <= 0 or episodes <= 0:
+            raise ValueError("SubspaceEvaluation needs positive every_frames and episodes")
+        self.every_frames, self.episodes, self.seed = every_frames, episodes, seed
+        self.exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
+        self.history: list[dict] = []
+        self.next_at = 0
+
+    @property
+    def latest(self) -> dict | None:
+        return self.history[-1] if self.history else None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.history:
+            self._evaluate(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if int(pl_module.env_frames) >= self.next_at:
+            self._evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.latest is None or self.latest["env_steps"] != int(pl_module.env_frames):
+            self._evaluate(trainer, pl_module)
+
+    def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        frames = int(pl_module.env_frames)
+        self.next_at = (frames // self.every_frames + 1) * self.every_frames
+        if not trainer.is_global_zero:
+            return
+        scenario = pl_module.scenario
+        entry = {"env_steps": frames}
+        was_training = pl_module.training
+        pl_module.eval()
+        for subspace in scenario.subspaces:
+            env = scenario.make_env(self.episodes, subspace, self.seed)
+            entry[subspace] = evaluate_episodes(
+                env, pl_module.policy["actor"], scenario.max_episode_steps, self.exploration
+            )
+            env.close()
+        pl_module.train(was_training)
+        self.history.append(entry)
+        metrics = {
+            f"eval/{subspace}/{name}": float(value)
+            for subspace in scenario.subspaces
+            for name, value in entry[subspace].items()
+        }
+        metrics["eval/env_frames"] = float(frames)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "next_at": self.next_at}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict["history"])
+        self.next_at = int(state_dict["next_at"])

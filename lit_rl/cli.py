@@ -1,0 +1,107 @@
+"""``lit-rl``: the Lightning CLI over ``configs/`` (omegaconf mode, so ``${…}`` interpolation works).
+
+Configs are overlaid in the order given: ``--config configs/base.yaml --config configs/env/apple.yaml
+--config configs/method/ewc.yaml …``. Each ``fit`` gets its own run folder
+(``runs/<env>-<method>-s<seed>`` unless ``--run_dir`` says otherwise) holding ``config.yaml``,
+``checkpoints/``, ``metrics.csv`` and ``summary.json``. Mistakes end with one line on stderr and
+exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+from lit_rl.training.finetune import PPOFineTuning
+
+RETENTION_KEYS = ("freeze", "l2", "ewc", "bc", "ks")
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, TypeError, KeyError)
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Writes the resolved config to ``<run folder>/config.yaml`` (overwritten on resume)."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit" or not trainer.is_global_zero:
+            return
+        path = Path(trainer.default_root_dir) / self.config_filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=False)
+
+
+class LitRLCLI(LightningCLI):
+    """LightningCLI with run folders, the seed linked into the model and one-line errors."""
+
+    def __init__(self, args=None):
+        super().__init__(
+            PPOFineTuning,
+            save_config_callback=RunConfigSaver,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "omegaconf", "default_env": False},
+            seed_everything_default=0,
+            auto_configure_optimizers=False,
+            args=args,
+        )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--run_dir", type=str | None, default=None, help="run folder")
+        parser.link_arguments("seed_everything", "model.seed")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand == "fit":
+            place_run(config)
+
+
+def method_label(model: Namespace) -> str:
+    """``pretrain`` without a pre-trained policy, else ``none`` or the active methods joined by +."""
+    if model.pretrained is None:
+        return "pretrain"
+    return "+".join(k for k in RETENTION_KEYS if model.get(k) is not None) or "none"
+
+
+def place_run(config: Namespace) -> None:
+    """Point the trainer, its loggers and checkpoints at one run folder; never reuse one silently."""
+    scenario = config.model.scenario.class_path.rsplit(".", 1)[-1]
+    env = {"AppleRetrieval": "apple"}.get(scenario, scenario.lower())
+    run_dir = Path(
+        config.run_dir or f"runs/{env}-{method_label(config.model)}-s{config.seed_everything}"
+    )
+    resuming = config.get("ckpt_path") is not None
+    if not resuming and (run_dir / "summary.json").exists():
+        raise FileExistsError(
+            f"run folder {run_dir} already holds a run: resume it with RESUME=1 "
+            "(--ckpt_path last), or choose another SEED / --run_dir, or delete the folder"
+        )
+    config.run_dir = str(run_dir)
+    trainer = config.trainer
+    trainer.default_root_dir = str(run_dir)
+    for logger in _as_list(trainer.logger):
+        if "save_dir" in logger.get("init_args", {}):
+            logger.init_args.save_dir = str(run_dir)
+    for callback in _as_list(trainer.callbacks):
+        if callback.class_path.endswith("ModelCheckpoint") and not callback.init_args.dirpath:
+            callback.init_args.dirpath = str(run_dir / "checkpoints")
+
+
+def _as_list(value) -> list:
+    if value is None or isinstance(value, bool):
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point; turns user mistakes into one line on stderr and exit code 2."""
+    try:
+        LitRLCLI(args=args)
+    except USER_ERRORS as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        print(f"lit-rl: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

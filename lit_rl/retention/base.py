@@ -1,0 +1,79 @@
+"""The one small interface every knowledge-retention method implements.
+
+A method is prepared once from the pre-trained policy π* (and its data, if it needs any), adds a
+scalar term to the actor-critic loss for each minibatch, and advances its own coefficient schedule
+after each optimiser step. Whatever it holds (θ*, Fisher, coefficient) lives in buffers, so Lightning
+checkpoints save it and a resumed run restores it instead of preparing again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDictBase
+from torch import nn
+from torchrl.modules import ProbabilisticActor
+
+
+@dataclass
+class RetentionContext:
+    """What a method may read: the student actor, the frozen teacher π*, pre-training states."""
+
+    actor: ProbabilisticActor
+    teacher: ProbabilisticActor
+    #: returns a batch of states from the pre-training data (n states)
+    pretraining_states: Callable[[int], TensorDictBase]
+
+
+class RetentionMethod(nn.Module):
+    """Base class: subclasses override ``prepare_from`` and ``loss``; all hooks default to no-ops."""
+
+    name: str = "retention"
+
+    def __init__(self, coef: float = 0.0):
+        super().__init__()
+        self.register_buffer("coef", torch.tensor(float(coef)))
+        self.register_buffer("prepared", torch.tensor(False))
+
+    def prepare(self, ctx: RetentionContext) -> None:
+        """Prepare once; a method restored from a checkpoint is already prepared."""
+        if not bool(self.prepared):
+            self.prepare_from(ctx)
+            self.prepared.fill_(True)
+
+    def prepare_from(self, ctx: RetentionContext) -> None:
+        """Compute what the method needs from π* before fine-tuning starts."""
+
+    def loss(self, ctx: RetentionContext, batch: TensorDictBase) -> torch.Tensor | None:
+        """The coefficient-weighted retention term for this minibatch (None: no term)."""
+        return None
+
+    def after_optimizer_step(self) -> None:
+        """Advance a coefficient schedule; called after every optimiser step."""
+
+    def on_env_frames(self, env_frames: int) -> None:
+        """React to training progress measured in environment frames."""
+
+
+def actor_parameters(actor: nn.Module) -> dict[str, nn.Parameter]:
+    """The actor's trainable parameters by name; the critic is never regularised."""
+    return {name: p for name, p in actor.named_parameters()}
+
+
+def buffer_name(param_name: str) -> str:
+    """Module buffers may not contain dots; parameter names do."""
+    return param_name.replace(".", "__")
+
+
+def teacher_student_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over states of KL(π* ‖ π_θ) = Σ_a π*(a|s) (log π*(a|s) − log π_θ(a|s)) (paper §2)."""
+    teacher_logp = torch.log_softmax(teacher_logits, dim=-1)
+    student_logp = torch.log_softmax(student_logits, dim=-1)
+    return (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1).mean()
+
+
+def policy_logits(actor: ProbabilisticActor, states: TensorDictBase) -> torch.Tensor:
+    """Logits of ``actor`` on ``states`` without sampling an action."""
+    return actor.get_dist(states.copy()).logits

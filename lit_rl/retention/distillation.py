@@ -1,0 +1,82 @@
+"""Retention by matching π*'s action distribution: behavioural-cloning replay and kickstarting.
+
+Both add c · E_s KL(π*(·|s) ‖ π_θ(·|s)) (paper §2); they differ in where the states s come from.
+BC replays states of the pre-training data, so it protects FAR even while training never visits it.
+KS uses the current rollouts, so under a state coverage gap it pulls the agent towards π* on CLOSE
+states, where π* is poor (the paper predicts it fails there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from tensordict import TensorDictBase
+
+from lit_rl.retention.base import (
+    RetentionContext,
+    RetentionMethod,
+    policy_logits,
+    teacher_student_kl,
+)
+
+
+@dataclass
+class BCConfig:
+    """Behavioural-cloning replay: coef · E_{s∼pre-training data} KL(π* ‖ π_θ).
+
+    ``target: action`` swaps the KL for the cross-entropy to the recorded expert action.
+    The paper's NetHack setting: coef 2.0, no decay, 4096 states per update.
+    """
+
+    coef: float = 1.0
+    target: Literal["teacher", "action"] = "teacher"
+    batch_size: int = 256
+
+
+@dataclass
+class KSConfig:
+    """Kickstarting: coef_t · E_{s∼current rollouts} KL(π* ‖ π_θ), coef_t ← max(coef_t·decay, coef_min).
+
+    Defaults are the paper code's (0.75, 0.99998, floor 0.33); the paper text says 0.5 with no floor
+    (set ``coef_min: 0``).
+    """
+
+    coef: float = 0.75
+    decay: float = 0.99998
+    coef_min: float = 0.33
+
+
+class BehaviouralCloningReplay(RetentionMethod):
+    name = "bc"
+
+    def __init__(self, config: BCConfig):
+        super().__init__(config.coef)
+        self.config = config
+
+    def loss(self, ctx: RetentionContext, batch: TensorDictBase) -> torch.Tensor:
+        states = ctx.pretraining_states(self.config.batch_size)
+        student = policy_logits(ctx.actor, states)
+        if self.config.target == "action":
+            return self.coef * torch.nn.functional.cross_entropy(student, states["action"])
+        with torch.no_grad():
+            teacher = policy_logits(ctx.teacher, states)
+        return self.coef * teacher_student_kl(teacher, student)
+
+
+class Kickstarting(RetentionMethod):
+    name = "ks"
+
+    def __init__(self, config: KSConfig):
+        super().__init__(config.coef)
+        self.config = config
+
+    def loss(self, ctx: RetentionContext, batch: TensorDictBase) -> torch.Tensor:
+        student = policy_logits(ctx.actor, batch)
+        with torch.no_grad():
+            teacher = policy_logits(ctx.teacher, batch)
+        return self.coef * teacher_student_kl(teacher, student)
+
+    def after_optimizer_step(self) -> None:
+        self.coef.copy_(torch.clamp(self.coef * self.config.decay, min=self.config.coef_min))

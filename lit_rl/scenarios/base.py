@@ -1,0 +1,60 @@
+"""The contract between the trainer and an environment family.
+
+A scenario builds batched TorchRL environments that start in a named state subspace (``close`` for
+the downstream task's start, ``far`` for states reached only later), the policy it is fine-tuned
+with, and the share of training frames spent in each subspace (the paper's "FAR goes unvisited").
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from tensordict import TensorDictBase
+from torch import nn
+from torchrl.envs import EnvBase
+from torchrl.modules import ProbabilisticActor, ValueOperator
+
+
+@dataclass
+class Policy:
+    """The actor and critic of one agent; only the actor is ever regularised."""
+
+    actor: ProbabilisticActor
+    critic: ValueOperator
+
+    def modules(self) -> nn.ModuleDict:
+        return nn.ModuleDict({"actor": self.actor, "critic": self.critic})
+
+
+class Scenario(ABC):
+    """One environment family; subclasses define its dynamics, subspaces and default policy."""
+
+    name: str
+    subspaces: tuple[str, ...] = ("close", "far")
+    #: subspace whose states the pre-training data covers (π* is good there)
+    pretraining_subspace: str = "far"
+    #: largest number of steps one evaluation episode may take
+    max_episode_steps: int
+
+    @abstractmethod
+    def make_env(self, num_envs: int, start: str, seed: int) -> EnvBase:
+        """A batched environment whose episodes start in subspace ``start``."""
+
+    @abstractmethod
+    def make_policy(self) -> Policy:
+        """A freshly initialised actor and critic for this scenario's observations."""
+
+    @abstractmethod
+    def visitation(self, batch: TensorDictBase) -> dict[str, float]:
+        """Share of the batch's frames that lie in each subspace."""
+
+    def describe(self) -> dict:
+        """Settings that identify the model architecture, stored with checkpoints."""
+        return {"scenario": self.name}
+
+    def check_start(self, start: str) -> None:
+        if start not in self.subspaces:
+            raise ValueError(
+                f"unknown start subspace {start!r} for {self.name}: choose one of {self.subspaces}"
+            )

@@ -1,0 +1,1 @@
+"""LightningModules that train and fine-tune policies."""

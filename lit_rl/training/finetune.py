@@ -1,0 +1,282 @@
+"""Actor-critic fine-tuning with retention losses, as one LightningModule.
+
+A TorchRL collector is the training dataloader: each batch is a [envs, time] TensorDict of fresh
+rollouts. ``training_step`` computes GAE, then runs PPO epochs over minibatches with manual
+optimisation, adding every active retention term to TorchRL's clipped PPO loss:
+
+    L = L_PPO(θ) + Σ_m L_m(θ)            (paper §2; the critic is never regularised)
+
+The budget is counted in environment frames, not optimiser steps. The same module pre-trains π*
+(no ``pretrained`` checkpoint, episodes starting in FAR) and exports it for fine-tuning.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from lightning import LightningModule
+from tensordict import TensorDictBase
+from torchrl.collectors import Collector
+from torchrl.objectives import ClipPPOLoss
+from torchrl.objectives.value import GAE
+
+from lit_rl.retention import (
+    EWC,
+    BCConfig,
+    BehaviouralCloningReplay,
+    EWCConfig,
+    Freeze,
+    FreezeConfig,
+    Kickstarting,
+    KSConfig,
+    L2Config,
+    L2Init,
+    RetentionContext,
+)
+from lit_rl.retention.pretraining_data import TeacherRolloutStates
+from lit_rl.scenarios.base import Scenario
+from lit_rl.training.policy_io import load_policy, save_policy
+
+
+class PPOFineTuning(LightningModule):
+    """PPO fine-tuning of a pre-trained policy, with any combination of retention methods.
+
+    Args:
+        scenario: the environment family and its CLOSE/FAR subspaces.
+        pretrained: π* exported by pre-training; it is both the start point and the teacher.
+            ``None`` trains from scratch (that is how pre-training runs).
+        train_start: subspace the training episodes start in (``close`` for fine-tuning).
+        budget_frames: environment frames to train for.
+        num_envs, rollout_length: one batch is ``num_envs × rollout_length`` frames.
+        seed: base seed of the training environments (each DDP rank adds its rank).
+        lr, lr_decay: actor learning rate, optionally decayed linearly to 0 over the budget.
+        critic_lr: critic learning rate (default: ``lr``); SGD on the logistic actor wants a much
+            larger step than the critic can take.
+        optimizer: ``adam`` or ``sgd``.
+        gamma, gae_lambda: discount and GAE λ (TorchRL's ``GAE``).
+        clip_epsilon, critic_coef, entropy_coef: TorchRL ``ClipPPOLoss`` settings.
+        entropy_coef_with_retention: entropy coefficient used once any retention method is active
+            (the paper switches the bonus off).
+        ppo_epochs, minibatch_size, max_grad_norm: optimisation settings per batch.
+        max_nonfinite_updates: consecutive non-finite losses tolerated before training stops.
+        pretraining_state_frames: how many π* rollout frames stand in for the pre-training data.
+        export_policy: where to write the trained policy (pre-training's product, π*).
+        freeze, l2, ewc, bc, ks: retention settings; a method is active when it is set.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        pretrained: str | None = None,
+        train_start: str = "close",
+        budget_frames: int = 1_000_000,
+        num_envs: int = 64,
+        rollout_length: int = 100,
+        seed: int = 0,
+        lr: float = 0.05,
+        critic_lr: float | None = None,
+        lr_decay: bool = False,
+        optimizer: str = "adam",
+        gamma: float = 1.0,
+        gae_lambda: float = 1.0,
+        clip_epsilon: float = 0.2,
+        critic_coef: float = 0.5,
+        entropy_coef: float = 0.0,
+        entropy_coef_with_retention: float | None = 0.0,
+        ppo_epochs: int = 1,
+        minibatch_size: int = 6400,
+        max_grad_norm: float | None = None,
+        max_nonfinite_updates: int = 10,
+        pretraining_state_frames: int = 20_000,
+        export_policy: str | None = None,
+        freeze: FreezeConfig | None = None,
+        l2: L2Config | None = None,
+        ewc: EWCConfig | None = None,
+        bc: BCConfig | None = None,
+        ks: KSConfig | None = None,
+    ):
+        super().__init__()
+        if budget_frames <= 0:
+            raise ValueError(f"budget_frames must be positive, got {budget_frames}: set STEPS > 0")
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f"unknown optimizer {optimizer!r}: choose 'adam' or 'sgd'")
+        scenario.check_start(train_start)
+        self.save_hyperparameters(ignore=["scenario"])
+        self.automatic_optimization = False
+        self.scenario = scenario
+        self.policy = scenario.make_policy().modules()
+        if pretrained is not None:
+            load_policy(pretrained, self.policy, scenario.describe())
+        self.teacher = copy.deepcopy(self.policy["actor"]).requires_grad_(False)
+        self.retention = torch.nn.ModuleDict(self._build_retention(freeze, l2, ewc, bc, ks))
+        if self.retention and pretrained is None:
+            raise ValueError("retention methods need a pre-trained policy: set model.pretrained")
+        entropy = entropy_coef
+        if self.retention and entropy_coef_with_retention is not None:
+            entropy = entropy_coef_with_retention
+        self.ppo_loss = ClipPPOLoss(
+            self.policy["actor"],
+            self.policy["critic"],
+            clip_epsilon=clip_epsilon,
+            entropy_bonus=entropy > 0,
+            entropy_coeff=entropy,
+            critic_coeff=critic_coef,
+            loss_critic_type="l2",
+            normalize_advantage=True,
+        )
+        self.advantage = GAE(
+            gamma=gamma, lmbda=gae_lambda, value_network=self.policy["critic"], average_gae=False
+        )
+        self.register_buffer("env_frames", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("nonfinite_updates", torch.tensor(0, dtype=torch.long))
+        self._consecutive_nonfinite = 0
+        self._context: RetentionContext | None = None
+
+    def _build_retention(self, freeze, l2, ewc, bc, ks) -> dict:
+        actor = self.policy["actor"]
+        methods = {
+            "freeze": freeze and Freeze(self.policy, freeze),
+            "l2": l2 and L2Init(actor, l2),
+            "ewc": ewc and EWC(actor, ewc),
+            "bc": bc and BehaviouralCloningReplay(bc),
+            "ks": ks and Kickstarting(ks),
+        }
+        return {name: method for name, method in methods.items() if method is not None}
+
+    @property
+    def method_name(self) -> str:
+        """``none`` for plain fine-tuning, else the active methods joined by ``+``."""
+        return "+".join(self.retention) or "none"
+
+    # --- data -----------------------------------------------------------------------------------
+    def train_dataloader(self) -> Collector:
+        """A TorchRL collector over this rank's environments, limited to the remaining budget."""
+        hp = self.hparams
+        remaining = hp.budget_frames - int(self.env_frames)
+        frames_per_batch = hp.num_envs * hp.rollout_length
+        batches = max(1, math.ceil(remaining / frames_per_batch))
+        env = self.scenario.make_env(hp.num_envs, hp.train_start, self._env_seed())
+        return Collector(
+            env,
+            self.policy["actor"],
+            frames_per_batch=frames_per_batch,
+            total_frames=batches * frames_per_batch,
+            policy_device=self.device,
+            storing_device=self.device,
+        )
+
+    def _env_seed(self) -> int:
+        """Distinct per rank and per resume, so restarted runs do not replay the same episodes."""
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        return self.hparams.seed + 1000 * rank + int(self.env_frames) % 997
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch.to(device)
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self._context = RetentionContext(
+            actor=self.policy["actor"],
+            teacher=self.teacher,
+            pretraining_states=self._pretraining_states,
+        )
+        for method in self.retention.values():
+            method.prepare(self._context)
+            method.on_env_frames(int(self.env_frames))
+
+    def _pretraining_states(self, n: int) -> TensorDictBase:
+        if not hasattr(self, "_state_source"):
+            hp = self.hparams
+            self._state_source = TeacherRolloutStates(
+                self.scenario, self.teacher, hp.pretraining_state_frames, hp.num_envs, hp.seed
+            )
+        return self._state_source(n).to(self.device)
+
+    def on_fit_end(self) -> None:
+        if self.hparams.export_policy and self.trainer.is_global_zero:
+            save_policy(self.hparams.export_policy, self.policy, self.scenario.describe())
+
+    # --- optimisation -----------------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        actor = set(self.policy["actor"].parameters())
+        groups = [
+            {"params": list(actor), "lr": hp.lr, "base_lr": hp.lr},
+            {
+                "params": [p for p in self.policy["critic"].parameters() if p not in actor],
+                "lr": hp.critic_lr or hp.lr,
+                "base_lr": hp.critic_lr or hp.lr,
+            },
+        ]
+        if hp.optimizer == "sgd":
+            return torch.optim.SGD(groups)
+        return torch.optim.Adam(groups, eps=1e-7)
+
+    def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
+        hp = self.hparams
+        self.env_frames += batch.numel()
+        for method in self.retention.values():
+            method.on_env_frames(int(self.env_frames))
+        self._set_learning_rate()
+        with torch.no_grad():
+            self.advantage(batch)
+        flat = batch.reshape(-1)
+        terms: dict[str, list[torch.Tensor]] = {}
+        for _ in range(hp.ppo_epochs):
+            for index in torch.randperm(flat.numel(), device=flat.device).split(hp.minibatch_size):
+                self._update(flat[index], terms)
+        self._log_step(batch, terms)
+
+    def _update(self, minibatch: TensorDictBase, terms: dict) -> None:
+        ppo = self.ppo_loss(minibatch)
+        losses = {k: v for k, v in ppo.items() if k.startswith("loss_")}
+        for name, method in self.retention.items():
+            value = method.loss(self._context, minibatch)
+            if value is not None:
+                losses[f"loss_{name}"] = value
+        total = torch.stack(list(losses.values())).sum()
+        if not torch.isfinite(total):
+            self._skip_nonfinite(total)
+            return
+        self._consecutive_nonfinite = 0
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(total)
+        if self.hparams.max_grad_norm:
+            self.clip_gradients(optimizer, self.hparams.max_grad_norm, "norm")
+        optimizer.step()
+        for method in self.retention.values():
+            method.after_optimizer_step()
+        for key, value in losses.items():
+            terms.setdefault(key, []).append(value.detach())
+
+    def _skip_nonfinite(self, total: torch.Tensor) -> None:
+        self.nonfinite_updates += 1
+        self._consecutive_nonfinite += 1
+        if self._consecutive_nonfinite >= self.hparams.max_nonfinite_updates:
+            raise FloatingPointError(
+                f"{self._consecutive_nonfinite} consecutive non-finite losses ({total.item()}): "
+                "lower model.lr or check the reward scale; resume from the last checkpoint"
+            )
+
+    def _set_learning_rate(self) -> None:
+        if not self.hparams.lr_decay:
+            return
+        progress = min(1.0, int(self.env_frames) / self.hparams.budget_frames)
+        for group in self.optimizers().param_groups:
+            group["lr"] = group["base_lr"] * (1.0 - progress)
+
+    def _log_step(self, batch: TensorDictBase, terms: dict) -> None:
+        metrics = {f"train/{k}": torch.stack(v).mean() for k, v in terms.items()}
+        for name, method in self.retention.items():
+            metrics[f"train/coef_{name}"] = method.coef.clone()
+        done = batch["next", "done"].squeeze(-1)
+        if "episode_reward" in batch["next"].keys():
+            metrics["train/episode_return"] = batch["next", "episode_reward"][done].mean()
+        for subspace, share in self.scenario.visitation(batch).items():
+            metrics[f"train/visit/{subspace}"] = share
+        metrics["train/env_frames"] = float(self.env_frames)
+        metrics["train/nonfinite_updates"] = float(self.nonfinite_updates)
+        self.log_dict(metrics, on_step=True, batch_size=1, sync_dist=False)
