@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
@@ -48,10 +49,18 @@ class LitRLCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--run_dir", type=str | None, default=None, help="run folder")
+        parser.add_argument(
+            "--torch_threads",
+            type=int | None,
+            default=1,
+            help="intra-op threads per process; small policies run fastest on one (null: torch's)",
+        )
         parser.link_arguments("seed_everything", "model.seed")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
         if self.subcommand == "fit":
             place_run(config)
 
