@@ -25,13 +25,18 @@ class SubspaceEvaluation(Callback):
     """
 
     def __init__(
-        self, every_frames: int = 50_000, episodes: int = 256, seed: int = 10_000,
+        self,
+        every_frames: int = 50_000,
+        episodes: int = 256,
+        seed: int = 10_000,
         deterministic: bool = False,
     ):
         if every_frames <= 0 or episodes <= 0:
             raise ValueError("SubspaceEvaluation needs positive every_frames and episodes")
         self.every_frames, self.episodes, self.seed = every_frames, episodes, seed
-        self.exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
+        self.exploration = (
+            ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
+        )
         self.history: list[dict] = []
         self.next_at = 0
 

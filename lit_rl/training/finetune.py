@@ -22,6 +22,7 @@ from torchrl.collectors import Collector
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
+from lit_rl.evaluation import evaluate_episodes
 from lit_rl.retention import (
     EWC,
     BCConfig,
@@ -62,6 +63,7 @@ class PPOFineTuning(LightningModule):
         ppo_epochs, minibatch_size, max_grad_norm: optimisation settings per batch.
         max_nonfinite_updates: consecutive non-finite losses tolerated before training stops.
         pretraining_state_frames: how many π* rollout frames stand in for the pre-training data.
+        eval_episodes: episodes per subspace for ``lit-rl validate``.
         export_policy: where to write the trained policy (pre-training's product, π*).
         freeze, l2, ewc, bc, ks: retention settings; a method is active when it is set.
     """
@@ -90,6 +92,7 @@ class PPOFineTuning(LightningModule):
         max_grad_norm: float | None = None,
         max_nonfinite_updates: int = 10,
         pretraining_state_frames: int = 20_000,
+        eval_episodes: int = 256,
         export_policy: str | None = None,
         freeze: FreezeConfig | None = None,
         l2: L2Config | None = None,
@@ -165,6 +168,7 @@ class PPOFineTuning(LightningModule):
             total_frames=batches * frames_per_batch,
             policy_device=self.device,
             storing_device=self.device,
+            auto_register_policy_transforms=False,
         )
 
     def _env_seed(self) -> int:
@@ -173,7 +177,21 @@ class PPOFineTuning(LightningModule):
         return self.hparams.seed + 1000 * rank + int(self.env_frames) % 997
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch.to(device)
+        return batch.to(device) if isinstance(batch, TensorDictBase) else batch
+
+    def val_dataloader(self) -> list[str]:
+        """For ``lit-rl validate`` (``make eval``): one "batch" per subspace; none during fit,
+        where the ``SubspaceEvaluation`` callback evaluates on a frame schedule instead."""
+        if self.trainer.state.fn != "validate":
+            return []
+        return list(self.scenario.subspaces)
+
+    def validation_step(self, subspace: str, batch_idx: int) -> None:
+        env = self.scenario.make_env(self.hparams.eval_episodes, subspace, self.hparams.seed + 7)
+        metrics = evaluate_episodes(env, self.policy["actor"], self.scenario.max_episode_steps)
+        env.close()
+        for name, value in metrics.items():
+            self.log(f"eval/{subspace}/{name}", float(value), batch_size=1)
 
     # --- lifecycle --------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -272,9 +290,6 @@ class PPOFineTuning(LightningModule):
         metrics = {f"train/{k}": torch.stack(v).mean() for k, v in terms.items()}
         for name, method in self.retention.items():
             metrics[f"train/coef_{name}"] = method.coef.clone()
-        done = batch["next", "done"].squeeze(-1)
-        if "episode_reward" in batch["next"].keys():
-            metrics["train/episode_return"] = batch["next", "episode_reward"][done].mean()
         for subspace, share in self.scenario.visitation(batch).items():
             metrics[f"train/visit/{subspace}"] = share
         metrics["train/env_frames"] = float(self.env_frames)

@@ -33,7 +33,9 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
 
 
 def save_policy(path: str | os.PathLike, policy: nn.Module, description: dict) -> None:
-    atomic_torch_save({"format": FORMAT, "model": description, "state_dict": policy.state_dict()}, path)
+    atomic_torch_save(
+        {"format": FORMAT, "model": description, "state_dict": policy.state_dict()}, path
+    )
 
 
 def load_policy(path: str | os.PathLike, policy: nn.Module, description: dict) -> None:
@@ -44,7 +46,7 @@ def load_policy(path: str | os.PathLike, policy: nn.Module, description: dict) -
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(f"{path} is not a readable policy file ({error}); re-run `make pretrain`")
+        raise ValueError(f"{path} is not a readable policy file ({error}); re-run `make pretrain`") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a lit_rl policy export; re-run `make pretrain`")
     if payload["model"] != description:
