@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from jsonargparse import Namespace
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from lit_rl.training.finetune import PPOFineTuning
 
@@ -33,6 +33,24 @@ class RunConfigSaver(SaveConfigCallback):
         self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=False)
 
 
+class OneLineErrorParser(LightningArgumentParser):
+    """Reports a config mistake (typo, wrong type) as one line instead of the full usage text."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        print(f"lit-rl: error: {condense(message)}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def condense(message: str) -> str:
+    """The first line of a parser message plus its most specific cause, on one line."""
+    lines = [line.strip(" -") for line in str(message).splitlines() if line.strip(" -")]
+    if not lines:
+        return "invalid arguments"
+    causes = [line for line in lines[1:] if "not accepted" in line or "does not accept" in line]
+    head = lines[0].rstrip(":")
+    return f"{head}: {causes[0]}" if causes and causes[0] not in head else head
+
+
 class LitRLCLI(LightningCLI):
     """LightningCLI with run folders, the seed linked into the model and one-line errors."""
 
@@ -43,6 +61,7 @@ class LitRLCLI(LightningCLI):
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"parser_mode": "omegaconf", "default_env": False},
             seed_everything_default=0,
+            parser_class=OneLineErrorParser,
             auto_configure_optimizers=False,
             args=args,
         )

@@ -23,7 +23,7 @@ def evaluate_episodes(
     lengths = torch.zeros(n)
     finished = torch.zeros(n, dtype=torch.bool)
     success = torch.zeros(n, dtype=torch.bool)
-    has_success = "success" in env.full_done_spec
+    has_success = "success" in env.full_done_spec.keys()
     td = env.reset()
     with set_exploration_type(exploration):
         for _ in range(max_steps):

@@ -23,7 +23,7 @@ class TeacherRolloutStates:
         steps = max(1, frames // num_envs)
         with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
             rollout = env.rollout(steps, teacher, break_when_any_done=False).reshape(-1)
-        keys = [k for k in rollout if k not in ("next", "logits")]
+        keys = [k for k in rollout.keys() if k not in ("next", "logits")]
         self.buffer = ReplayBuffer(storage=LazyTensorStorage(rollout.numel()))
         self.buffer.extend(rollout.select(*keys))
 
