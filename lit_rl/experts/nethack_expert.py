@@ -261,10 +261,7 @@ class NetHackExpert:
         if any(sign in message for sign in _POSITION_PROMPTS):
             self._queue.clear()
             return ESC
-        if misc is not None:
-            in_prompt = bool(misc[0] or misc[1])
-        else:
-            in_prompt = bool(_PROMPT_TAIL.search(message))
+        in_prompt = bool(misc[0] or misc[1]) if misc is not None else bool(_PROMPT_TAIL.search(message))
         if not in_prompt:
             self._expect = None
             return None

@@ -239,17 +239,38 @@ class PPOFineTuning(LightningModule):
             method.on_env_frames(int(self.env_frames))
         self._set_learning_rate()
         with torch.no_grad():
-            self.advantage(batch)
-        flat = batch.reshape(-1)
+            self.compute_advantage(batch)
         terms: dict[str, list[torch.Tensor]] = {}
         for _ in range(hp.ppo_epochs):
-            for index in torch.randperm(flat.numel(), device=flat.device).split(hp.minibatch_size):
-                self._update(flat[index], terms)
+            for minibatch in self.minibatches(batch):
+                self._update(minibatch, terms)
         self._log_step(batch, terms)
+
+    def compute_advantage(self, batch: TensorDictBase) -> None:
+        """Write ``advantage`` and ``value_target`` into the [envs, time] batch (TorchRL GAE)."""
+        self.advantage(batch)
+
+    def minibatches(self, batch: TensorDictBase):
+        """Shuffled minibatches of ``minibatch_size`` frames. Recurrent scenarios keep whole
+        [time] rows together, so a sequence model can replay them from their stored start state."""
+        size = self.hparams.minibatch_size
+        if getattr(self.scenario, "recurrent", False):
+            rows = max(1, size // batch.shape[-1])
+            for index in torch.randperm(batch.shape[0], device=batch.device).split(rows):
+                yield batch[index]
+            return
+        flat = batch.reshape(-1)
+        for index in torch.randperm(flat.numel(), device=flat.device).split(size):
+            yield flat[index]
+
+    def extra_losses(self, minibatch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """Scenario-specific terms added to the objective (e.g. an RND predictor loss)."""
+        return {}
 
     def _update(self, minibatch: TensorDictBase, terms: dict) -> None:
         ppo = self.ppo_loss(minibatch)
         losses = {k: v for k, v in ppo.items() if k.startswith("loss_")}
+        losses.update(self.extra_losses(minibatch))
         for name, method in self.retention.items():
             value = method.loss(self._context, minibatch)
             if value is not None:
