@@ -18,20 +18,21 @@ class SubspaceEvaluation(Callback):
     """Periodic CLOSE/FAR evaluation measured in environment frames.
 
     Args:
-        every_frames: evaluation period in environment frames.
-        episodes: episodes per subspace (one per environment of a batched evaluation env).
+        every_frames: evaluation period in environment frames (default: the model's
+            ``eval_every_frames``, so one command-line flag sets it).
+        episodes: episodes per subspace (default: the model's ``eval_episodes``).
         seed: seed of the evaluation environments (fixed, so evaluations are comparable).
         deterministic: act greedily instead of sampling from the policy.
     """
 
     def __init__(
         self,
-        every_frames: int = 50_000,
-        episodes: int = 256,
+        every_frames: int | None = None,
+        episodes: int | None = None,
         seed: int = 10_000,
         deterministic: bool = False,
     ):
-        if every_frames <= 0 or episodes <= 0:
+        if (every_frames is not None and every_frames <= 0) or (episodes is not None and episodes <= 0):
             raise ValueError("SubspaceEvaluation needs positive every_frames and episodes")
         self.every_frames, self.episodes, self.seed = every_frames, episodes, seed
         self.exploration = (
@@ -43,6 +44,10 @@ class SubspaceEvaluation(Callback):
     @property
     def latest(self) -> dict | None:
         return self.history[-1] if self.history else None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.every_frames = self.every_frames or pl_module.hparams.eval_every_frames
+        self.episodes = self.episodes or pl_module.hparams.eval_episodes
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.history:

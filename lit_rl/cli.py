@@ -10,6 +10,7 @@ exit code 2.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -123,6 +124,9 @@ def _as_list(value) -> list:
 
 def main(args: list[str] | None = None) -> None:
     """Console entry point; turns user mistakes into one line on stderr and exit code 2."""
+    # Lightning warns that manual optimisation checkpoints hold post-step weights; that is what a
+    # resumed run needs (the frame counter counts the batch already learned from).
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     try:
         LitRLCLI(args=args)
     except USER_ERRORS as error:

@@ -17,7 +17,6 @@ APPLE = [
 TRAINER = [
     "--config", str(ROOT / "configs/trainer/cpu.yaml"),
     "--config", str(ROOT / "configs/logger/csv.yaml"),
-    "--trainer.enable_progress_bar", "false",
 ]  # fmt: skip
 
 

@@ -63,7 +63,8 @@ class PPOFineTuning(LightningModule):
         ppo_epochs, minibatch_size, max_grad_norm: optimisation settings per batch.
         max_nonfinite_updates: consecutive non-finite losses tolerated before training stops.
         pretraining_state_frames: how many π* rollout frames stand in for the pre-training data.
-        eval_episodes: episodes per subspace for ``lit-rl validate``.
+        eval_every_frames, eval_episodes: evaluation period and episodes per subspace (read by the
+            ``SubspaceEvaluation`` callback and by ``lit-rl validate``).
         export_policy: where to write the trained policy (pre-training's product, π*).
         freeze, l2, ewc, bc, ks: retention settings; a method is active when it is set.
     """
@@ -92,6 +93,7 @@ class PPOFineTuning(LightningModule):
         max_grad_norm: float | None = None,
         max_nonfinite_updates: int = 10,
         pretraining_state_frames: int = 20_000,
+        eval_every_frames: int = 50_000,
         eval_episodes: int = 256,
         export_policy: str | None = None,
         freeze: FreezeConfig | None = None,
