@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 
 import torch
 from lightning import LightningModule
@@ -156,14 +157,14 @@ class PPOFineTuning(LightningModule):
         return "+".join(self.retention) or "none"
 
     # --- data -----------------------------------------------------------------------------------
-    def train_dataloader(self) -> Collector:
+    def train_dataloader(self) -> Iterator[TensorDictBase]:
         """A TorchRL collector over this rank's environments, limited to the remaining budget."""
         hp = self.hparams
         remaining = hp.budget_frames - int(self.env_frames)
         frames_per_batch = hp.num_envs * hp.rollout_length
         batches = max(1, math.ceil(remaining / frames_per_batch))
         env = self.scenario.make_env(hp.num_envs, hp.train_start, self._env_seed())
-        return Collector(
+        collector = Collector(
             env,
             self.policy["actor"],
             frames_per_batch=frames_per_batch,
@@ -172,6 +173,7 @@ class PPOFineTuning(LightningModule):
             storing_device=self.device,
             auto_register_policy_transforms=False,
         )
+        return _unsized(collector)
 
     def _env_seed(self) -> int:
         """Distinct per rank and per resume, so restarted runs do not replay the same episodes."""
@@ -318,3 +320,12 @@ class PPOFineTuning(LightningModule):
         metrics["train/env_frames"] = float(self.env_frames)
         metrics["train/nonfinite_updates"] = float(self.nonfinite_updates)
         self.log_dict(metrics, on_step=True, batch_size=1, sync_dist=False)
+
+
+def _unsized(collector: Collector) -> Iterator[TensorDictBase]:
+    """The collector's batches without a length: Lightning then ends the epoch when the frame budget
+    is spent instead of counting batches, which a resumed run (fewer frames left) would get wrong."""
+    try:
+        yield from collector
+    finally:
+        collector.shutdown()
