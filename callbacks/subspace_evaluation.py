@@ -35,9 +35,7 @@ class SubspaceEvaluation(Callback):
         if (every_frames is not None and every_frames <= 0) or (episodes is not None and episodes <= 0):
             raise ValueError("SubspaceEvaluation needs positive every_frames and episodes")
         self.every_frames, self.episodes, self.seed = every_frames, episodes, seed
-        self.exploration = (
-            ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
-        )
+        self.exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
         self.history: list[dict] = []
         self.next_at = 0
 

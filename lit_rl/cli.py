@@ -96,9 +96,7 @@ def place_run(config: Namespace) -> None:
     """Point the trainer, its loggers and checkpoints at one run folder; never reuse one silently."""
     scenario = config.model.scenario.class_path.rsplit(".", 1)[-1]
     env = {"AppleRetrieval": "apple"}.get(scenario, scenario.lower())
-    run_dir = Path(
-        config.run_dir or f"runs/{env}-{method_label(config.model)}-s{config.seed_everything}"
-    )
+    run_dir = Path(config.run_dir or f"runs/{env}-{method_label(config.model)}-s{config.seed_everything}")
     resuming = config.get("ckpt_path") is not None
     if not resuming and (run_dir / "summary.json").exists():
         raise FileExistsError(

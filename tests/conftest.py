@@ -11,8 +11,10 @@ from lit_rl.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 APPLE = [
-    "--config", str(ROOT / "configs/base.yaml"),
-    "--config", str(ROOT / "configs/env/apple.yaml"),
+    "--config",
+    str(ROOT / "configs/base.yaml"),
+    "--config",
+    str(ROOT / "configs/env/apple.yaml"),
 ]
 TRAINER = [
     "--config", str(ROOT / "configs/trainer/cpu.yaml"),

@@ -136,17 +136,32 @@ def _parameter_prefix(actor: torch.nn.Module, net: torch.nn.Module) -> str:
 
 
 def batch_mean_fisher(actor, states, batch_size: int) -> dict[str, torch.Tensor]:
-    """Paper code's estimate: mean over minibatches of (∇_θ mean_s CE(π(s), argmax π(s)))²."""
-    params = actor_parameters(actor)
+    """Paper code's estimate: mean over minibatches of (∇_θ mean_s CE(π(s), argmax π(s)))².
+
+    The teacher's parameters are frozen, so gradients are taken with respect to detached copies
+    swapped in through ``functional_call``.
+    """
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in actor_parameters(actor).items()}
+    named = {f"actor.{k}": v for k, v in params.items()}
     totals = {k: torch.zeros_like(v) for k, v in params.items()}
     chunks = states.split(batch_size)
     for chunk in chunks:
         with torch.enable_grad():
-            logits = policy_logits(actor, chunk)
-            target = logits.detach().argmax(-1)
-            loss = torch.nn.functional.cross_entropy(logits, target)
+            logits = functional_call(_LogitsOf(actor), named, (chunk,))
+            loss = torch.nn.functional.cross_entropy(logits, logits.detach().argmax(-1))
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         for k, g in zip(params, grads):
             if g is not None:
                 totals[k] += g.detach() ** 2
     return {k: v / len(chunks) for k, v in totals.items()}
+
+
+class _LogitsOf(torch.nn.Module):
+    """Maps a state TensorDict to the actor's logits, so ``functional_call`` can swap parameters."""
+
+    def __init__(self, actor):
+        super().__init__()
+        self.actor = actor
+
+    def forward(self, states):
+        return policy_logits(self.actor, states)

@@ -71,6 +71,7 @@ class Kickstarting(RetentionMethod):
     def __init__(self, config: KSConfig):
         super().__init__(config.coef)
         self.config = config
+        self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
 
     def loss(self, ctx: RetentionContext, batch: TensorDictBase) -> torch.Tensor:
         student = policy_logits(ctx.actor, batch)
@@ -79,4 +80,8 @@ class Kickstarting(RetentionMethod):
         return self.coef * teacher_student_kl(teacher, student)
 
     def after_optimizer_step(self) -> None:
-        self.coef.copy_(torch.clamp(self.coef * self.config.decay, min=self.config.coef_min))
+        """c_t = max(c_0 · decay^t, c_min), computed from the step count in double precision so the
+        floor arrives on the documented update (≈41,050 for the paper code's values)."""
+        self.steps += 1
+        c = self.config
+        self.coef.fill_(max(c.coef * c.decay ** int(self.steps), c.coef_min))
