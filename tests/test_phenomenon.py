@@ -1,8 +1,8 @@
-"""The headline phenomenon on AppleRetrieval: vanilla fine-tuning forgets FAR, EWC keeps it.
+"""The headline phenomenon on AppleRetrieval: vanilla fine-tuning forgets FAR, EWC and BC keep it.
 
 π* is pre-trained on FAR (phase 2) only. While fine-tuning learns CLOSE (phase 1) it moves the bias
 both phases share, so vanilla fine-tuning's FAR return collapses (it re-learns FAR only late); EWC,
-whose Fisher weights the bias heavily, keeps FAR. Judged over the whole run (its minimum and mean),
+whose Fisher weights the bias heavily, keeps FAR, and so does behavioural-cloning replay of π*'s FAR states. Judged over the whole run (its minimum and mean),
 with fixed seeds and margins far wider than seed noise.
 """
 
@@ -21,9 +21,9 @@ def far_curve(run) -> list[float]:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_vanilla_forgets_far_and_ewc_keeps_it(pretrained_apple, tmp_path, seed):
+def test_vanilla_forgets_far_while_ewc_and_bc_keep_it(pretrained_apple, tmp_path, seed):
     curves = {}
-    for method in ("none", "ewc"):
+    for method in ("none", "ewc", "bc"):
         run = tmp_path / method
         fit("--config", str(ROOT / f"configs/method/{method}.yaml"),
             "--model.pretrained", str(pretrained_apple), "--model.budget_frames", BUDGET,
@@ -32,5 +32,7 @@ def test_vanilla_forgets_far_and_ewc_keeps_it(pretrained_apple, tmp_path, seed):
     pretrained_far = curves["none"][0]
     assert pretrained_far > 25, "π* should solve FAR (return ≈ 30) before fine-tuning"
     assert min(curves["none"]) < 0, f"vanilla should forget FAR: {curves['none']}"
-    assert min(curves["ewc"]) > 0.8 * pretrained_far, f"EWC should keep FAR: {curves['ewc']}"
-    assert sum(curves["ewc"]) / len(curves["ewc"]) > sum(curves["none"]) / len(curves["none"]) + 10
+    mean = {method: sum(curve) / len(curve) for method, curve in curves.items()}
+    for method in ("ewc", "bc"):
+        assert min(curves[method]) > 0.8 * pretrained_far, f"{method} should keep FAR: {curves[method]}"
+        assert mean[method] > mean["none"] + 10
