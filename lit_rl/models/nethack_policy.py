@@ -1,0 +1,211 @@
+"""One ScaledNet as a TorchRL recurrent actor and critic (paper section 3: shared trunk, two heads).
+
+The LSTM state travels in the TensorDict, TorchRL-style: ``recurrent_state_h`` / ``recurrent_state_c``
+([N, hidden]) hold the state *before* the frame, the actor writes the state after it to
+``("next", recurrent_state_*)`` (the collector's ``step_mdp`` moves it to the root) and ``is_init``
+(TorchRL's ``InitTracker``) zeroes it where an episode starts. ``recurrent_primer`` makes the env
+emit zeros for those keys at reset.
+
+Two ways to evaluate a TensorDict:
+
+- flat ``[N]`` (collector steps, evaluation, BC replay / EWC states): one step per row from its
+  stored state. The LSTM step is written out as the cell equations (same weights as ``nn.LSTM``), so
+  it works under ``torch.func.vmap`` (TorchRL's GAE and the per-sample EWC Fisher vmap the network).
+- ``[B, T]`` (PPO and kickstarting minibatches, whole rows of a rollout): the actor replays the
+  sequence through the fused LSTM from the stored state of its first step, resetting at ``is_init``,
+  so gradients flow through time and, before any update, reproduces the collector's log-probs.
+
+The critic always reads each frame's stored state (one step, exact for GAE targets; its gradient is
+truncated to one step). BatchNorm layers stay in eval mode during fine-tuning (``freeze_batchnorm``),
+as ScaledNet's docstring asks for rollouts: a frame's action must not depend on its batch mates.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torch import nn
+from torchrl.data import Categorical, Composite, Unbounded
+from torchrl.envs import TensorDictPrimer
+from torchrl.modules import ProbabilisticActor
+
+from lit_rl.models.scaled_net import BLANK, MAP_ROWS, NUM_ACTIONS, ScaledNet
+
+# TorchRL's GAE vmaps the critic; the message-line encoder's embedding_bag then takes PyTorch's
+# (correct, merely slower) per-sample fallback, which warns on every batch.
+warnings.filterwarnings("ignore", message=".*batching rule for aten::embedding_bag")
+
+OBSERVATION_KEYS = ["tty_chars", "tty_colors", "tty_cursor", "prev_action"]
+STATE_KEYS = ["recurrent_state_h", "recurrent_state_c"]
+IN_KEYS = [*OBSERVATION_KEYS, "is_init", *STATE_KEYS]
+
+
+def lstm_step(lstm: nn.LSTM, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+    """One step of a one-layer ``nn.LSTM`` from its own weights (vmap-friendly)."""
+    gates = F.linear(x, lstm.weight_ih_l0, lstm.bias_ih_l0) + F.linear(h, lstm.weight_hh_l0, lstm.bias_hh_l0)
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.sigmoid(o) * torch.tanh(c)
+    return h, c
+
+
+def _flat_inputs(td: TensorDictBase, net: ScaledNet):
+    """Observation tensors and (h, c) of a TensorDict, flattened to one step per row."""
+    n = td.numel()
+    obs = [td.get(k).reshape(n, *td.get(k).shape[td.ndim :]) for k in OBSERVATION_KEYS]
+    is_init = td.get("is_init", None)
+    is_init = torch.zeros(n, dtype=torch.bool, device=obs[0].device) if is_init is None else is_init
+    state = []
+    for key in STATE_KEYS:
+        value = td.get(key, None)
+        if value is None:
+            value = obs[0].new_zeros(n, net.config.hidden, dtype=torch.float32)
+        state.append(value.reshape(n, -1))
+    return obs, is_init.reshape(n), state
+
+
+class SingleStep(nn.Module):
+    """ScaledNet for one step per row: (obs, is_init, h, c) -> (logits, value, h', c').
+
+    Its BatchNorm layers stay in eval mode whatever ``train()`` says, unless ``freeze_batchnorm``
+    is False (behavioural cloning sets it). Actor and critic both hold this module, so the rule
+    holds whichever of them is switched last.
+    """
+
+    freeze_batchnorm = True
+
+    def __init__(self, net: ScaledNet):
+        super().__init__()
+        self.net = net
+
+    def encode(self, tty_chars, tty_colors, tty_cursor, prev_action) -> torch.Tensor:
+        """``ScaledNet.encode`` with the previous-action one-hot written as a comparison, which
+        ``vmap`` accepts (``F.one_hot`` checks its input's range, a data-dependent branch)."""
+        net = self.net
+        crop_chars = net._crop(tty_chars, tty_cursor, BLANK)
+        crop_colors = net._crop(tty_colors, tty_cursor, 0)
+        actions = torch.arange(NUM_ACTIONS, device=prev_action.device)
+        features = torch.cat(
+            [
+                net.top_line(tty_chars[:, 0]),
+                net.bottom_lines(tty_chars[:, MAP_ROWS.stop :]),
+                net.map_encoder(net._embed(tty_chars[:, MAP_ROWS], tty_colors[:, MAP_ROWS])),
+                (prev_action.long().unsqueeze(-1) == actions).float(),
+                net.crop_encoder(net._embed(crop_chars, crop_colors)),
+            ],
+            dim=-1,
+        )
+        return net.fc(features)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_batchnorm:
+            set_batchnorm_eval(self)
+        return self
+
+    def forward(self, tty_chars, tty_colors, tty_cursor, prev_action, is_init, h, c):
+        keep = (~is_init.reshape(-1).bool()).to(h.dtype).unsqueeze(-1)
+        x = self.encode(tty_chars, tty_colors, tty_cursor, prev_action)
+        h, c = lstm_step(self.net.lstm, x, h * keep, c * keep)
+        return self.net.policy(h), self.net.value(h), h, c
+
+
+class StepLogits(nn.Module):
+    """The logits alone of ``SingleStep``: the plain network the per-sample EWC Fisher calls."""
+
+    def __init__(self, step: SingleStep):
+        super().__init__()
+        self.step = step
+
+    def forward(self, tty_chars, tty_colors, tty_cursor, prev_action, is_init, h, c):
+        return self.step(tty_chars, tty_colors, tty_cursor, prev_action, is_init, h, c)[0]
+
+
+class RecurrentLogits(TensorDictModuleBase):
+    """Writes ``logits`` (and the next LSTM state for flat inputs) from a TensorDict; see module doc.
+
+    ``module`` (a ``StepLogits``) and ``in_keys`` follow ``TensorDictModule``'s attribute names, so
+    code that calls the logits network on plain tensors (EWC's per-sample Fisher) finds it.
+    """
+
+    def __init__(self, net: ScaledNet):
+        super().__init__()
+        self.module = StepLogits(SingleStep(net))
+        self.in_keys = list(IN_KEYS)
+        self.out_keys = ["logits", *(("next", k) for k in STATE_KEYS)]
+
+    @property
+    def net(self) -> ScaledNet:
+        return self.module.step.net
+
+    def forward(self, td: TensorDictBase) -> TensorDictBase:
+        if td.ndim == 2:
+            return self._sequence(td)
+        obs, is_init, (h, c) = _flat_inputs(td, self.net)
+        logits, _, h, c = self.module.step(*obs, is_init, h, c)
+        td.set("logits", logits.reshape(*td.shape, NUM_ACTIONS))
+        td.set(("next", STATE_KEYS[0]), h.reshape(*td.shape, -1))
+        td.set(("next", STATE_KEYS[1]), c.reshape(*td.shape, -1))
+        return td
+
+    def _sequence(self, td: TensorDictBase) -> TensorDictBase:
+        """[B, T] rows replayed through the LSTM from the stored state of their first step."""
+        batch, steps = td.shape
+        hidden = None
+        if STATE_KEYS[0] in td.keys():
+            hidden = (td.get(STATE_KEYS[0])[:, 0], td.get(STATE_KEYS[1])[:, 0])
+        is_init = td.get("is_init", None)
+        if is_init is not None:
+            is_init = is_init.reshape(batch, steps)
+        obs = [td.get(k) for k in OBSERVATION_KEYS]
+        logits, _, _ = self.net(*obs, hidden=hidden, is_init=is_init)
+        td.set("logits", logits)
+        return td
+
+
+class RecurrentValue(TensorDictModuleBase):
+    """Writes ``state_value`` for every frame from its stored LSTM state (one step, vmap-friendly)."""
+
+    def __init__(self, step: SingleStep):
+        super().__init__()
+        self.step = step
+        self.in_keys = list(IN_KEYS)
+        self.out_keys = ["state_value"]
+
+    def forward(self, td: TensorDictBase) -> TensorDictBase:
+        obs, is_init, (h, c) = _flat_inputs(td, self.step.net)
+        _, value, _, _ = self.step(*obs, is_init, h, c)
+        td.set("state_value", value.reshape(*td.shape, 1))
+        return td
+
+
+def set_batchnorm_eval(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def make_actor_critic(net: ScaledNet) -> tuple[ProbabilisticActor, RecurrentValue]:
+    """Actor (categorical over the 121 actions, writes ``logits``) and critic sharing ``net``."""
+    logits = RecurrentLogits(net)
+    actor = ProbabilisticActor(
+        logits,
+        in_keys=["logits"],
+        out_keys=["action"],
+        spec=Categorical(NUM_ACTIONS),
+        distribution_class=torch.distributions.Categorical,
+        return_log_prob=True,
+    )
+    logits.module.step.train()  # BatchNorm to eval mode
+    critic = RecurrentValue(logits.module.step)
+    return actor, critic
+
+
+def recurrent_primer(num_envs: int, hidden: int) -> TensorDictPrimer:
+    """Env transform that puts zero LSTM states in every reset (and keeps the policy's on steps)."""
+    specs = {key: Unbounded(shape=(num_envs, hidden), dtype=torch.float32) for key in STATE_KEYS}
+    return TensorDictPrimer(Composite(specs, shape=(num_envs,)), reset_key="_reset")

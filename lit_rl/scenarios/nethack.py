@@ -1,0 +1,183 @@
+"""NetHack as a scenario (paper section 3): CLOSE = a new game, FAR = hand-over at Dlvl >= N.
+
+FAR episodes replay the expert's recorded start states (``start_states_dlvl<N>.json`` written by
+``lit_rl.data.record_nethack --far-depths``), so the agent plays on from the depth the expert
+reached; an episode's return is the score gained after the hand-over. Training envs clip the reward
+to ``±train_clip_reward`` (paper: 10); evaluation envs are unclipped, so reported returns are
+in-game score.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from nle import nethack
+from tensordict import TensorDictBase
+from torchrl.envs import Compose, EnvBase, InitTracker, TransformedEnv
+
+from lit_rl.envs.nethack import NetHackBatchEnv, StartState
+from lit_rl.models.nethack_policy import make_actor_critic, recurrent_primer
+from lit_rl.models.scaled_net import SIZES, ScaledNet
+from lit_rl.scenarios.base import Policy, Scenario
+
+#: caller frames that build training envs (the collector, and π*'s replay states for BC/EWC)
+TRAINING_CALLERS = ("train_dataloader",)
+
+
+def read_start_states(path: str | Path) -> list[StartState]:
+    """Start states from a recorder file: a JSON list of records or ``{"start_states": [...]}``.
+
+    The recorder cuts its action prefixes in NLE's gym env, which presses space / ESC by itself at
+    ``--More--`` and at declined questions; ``NetHackBatchEnv`` leaves those keys to the agent. The
+    prefixes are therefore replayed once in the gym env and rewritten as the raw keys NetHack
+    received (``raw_key_prefix``), which the batch env replays to the same position.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"FAR start states {path} not found: run `make data ENV=nethack` "
+            "(it records start_states_dlvl<k>.json) or set scenario far_dlvl to a recorded depth"
+        )
+    try:
+        payload = json.loads(path.read_text())
+        records = payload["start_states"] if isinstance(payload, dict) else payload
+        states = [
+            StartState(int(r["core_seed"]), int(r["disp_seed"]), [int(a) for a in r["actions"]],
+                       int(r["dlvl"]))
+            for r in records
+        ]  # fmt: skip
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"start-state file {path} is corrupt ({err}); record it again") from None
+    if not states:
+        raise ValueError(f"start-state file {path} holds no start states; record more games")
+    return raw_key_prefix(states)
+
+
+def raw_key_prefix(states: list[StartState]) -> list[StartState]:
+    """The same positions as action prefixes of every key NetHack received in NLE's gym env."""
+    from lit_rl.experts.nethack_expert import make_env
+
+    key_to_action: dict[int, int] = {}
+    for index, action in enumerate(nethack.ACTIONS):
+        key_to_action.setdefault(int(action), index)
+    env = make_env()
+    game = env.unwrapped.nethack
+    step, keys = game.step, []
+
+    def logged_step(key):
+        keys.append(int(key))
+        return step(key)
+
+    game.step = logged_step
+    out = []
+    try:
+        for state in states:
+            env.seed(state.core_seed, state.disp_seed, False)
+            env.reset()
+            keys.clear()
+            for action in state.actions:
+                env.step(action)
+            out.append(StartState(state.core_seed, state.disp_seed,
+                                  [key_to_action[k] for k in keys], state.dlvl))  # fmt: skip
+    finally:
+        env.close()
+    return out
+
+
+class NetHack(Scenario):
+    """Human Monk NetHack with a recurrent ScaledNet actor-critic.
+
+    Args:
+        size: ScaledNet width preset (``tiny``, ``small``, ``paper``).
+        data_dir: dataset folder holding ``start_states_dlvl<far_dlvl>.json``.
+        far_dlvl: FAR episodes start where the expert first reached this Dlvl (paper: 4).
+        start_states: explicit start-state file (overrides ``data_dir`` / ``far_dlvl``).
+        max_episode_steps: agent steps per episode before truncation (train and eval).
+        train_clip_reward: reward clip of training envs (``None``: unclipped).
+        freeze_encoders: keep ScaledNet's encoders (embeddings, line/map/crop CNNs, FC) fixed, as
+            the paper's fine-tuning did; the LSTM and heads train.
+        far_visit_dlvl: frames at Dlvl >= this count as FAR visits (default ``far_dlvl``).
+    """
+
+    name = "nethack"
+    recurrent = True
+
+    def __init__(
+        self,
+        size: str = "tiny",
+        data_dir: str = "data/nethack",
+        far_dlvl: int = 2,
+        start_states: str | None = None,
+        max_episode_steps: int = 1000,
+        train_clip_reward: float | None = 10.0,
+        freeze_encoders: bool = True,
+        far_visit_dlvl: int | None = None,
+    ):
+        if size not in SIZES:
+            raise ValueError(f"unknown ScaledNet size {size!r}: choose one of {sorted(SIZES)}")
+        if far_dlvl < 2:
+            raise ValueError(f"far_dlvl must be >= 2 (Dlvl 1 is CLOSE), got {far_dlvl}")
+        self.size, self.data_dir, self.far_dlvl = size, data_dir, far_dlvl
+        self.start_states_path = start_states or str(Path(data_dir) / f"start_states_dlvl{far_dlvl}.json")
+        self.max_episode_steps = max_episode_steps
+        self.train_clip_reward = train_clip_reward
+        self.freeze_encoders = freeze_encoders
+        self.far_visit_dlvl = far_visit_dlvl or far_dlvl
+        self._start_states: list[StartState] | None = None
+
+    def start_states(self) -> list[StartState]:
+        if self._start_states is None:
+            self._start_states = read_start_states(self.start_states_path)
+        return self._start_states
+
+    def make_env(self, num_envs: int, start: str, seed: int, clip_reward: bool | None = None) -> EnvBase:
+        """Batched games starting in ``start``; ``clip_reward`` None: clip only if the caller is
+        the training collector (the Scenario contract has no train/eval flag)."""
+        self.check_start(start)
+        if clip_reward is None:
+            clip_reward = _called_from(TRAINING_CALLERS)
+        env = NetHackBatchEnv(
+            num_envs,
+            seed=seed,
+            max_episode_steps=self.max_episode_steps,
+            clip_reward=self.train_clip_reward if clip_reward else None,
+            start_states=self.start_states() if start == "far" else None,
+        )
+        hidden = SIZES[self.size].hidden
+        return TransformedEnv(env, Compose(InitTracker(), recurrent_primer(num_envs, hidden)))
+
+    def make_network(self) -> ScaledNet:
+        return ScaledNet(self.size)
+
+    def make_policy(self) -> Policy:
+        net = self.make_network()
+        if self.freeze_encoders:
+            for module in net.encoder_modules():
+                module.requires_grad_(False)
+        actor, critic = make_actor_critic(net)
+        return Policy(actor=actor, critic=critic)
+
+    def visitation(self, batch: TensorDictBase) -> dict[str, float]:
+        """Share of frames at Dlvl 1 (close), at each Dlvl in between, and at Dlvl >= N (far)."""
+        dlvl = batch["dlvl"].reshape(-1)
+        shares = {"close": (dlvl <= 1).float().mean().item()}
+        for level in range(2, self.far_visit_dlvl):
+            shares[f"dlvl{level}"] = (dlvl == level).float().mean().item()
+        shares["far"] = (dlvl >= self.far_visit_dlvl).float().mean().item()
+        return shares
+
+    def describe(self) -> dict:
+        return {"scenario": self.name, "model": "ScaledNet", "size": self.size}
+
+
+def _called_from(names: tuple[str, ...], depth: int = 6) -> bool:
+    frame = sys._getframe(2)
+    for _ in range(depth):
+        if frame is None:
+            return False
+        if frame.f_code.co_name in names:
+            return True
+        frame = frame.f_back
+    return False

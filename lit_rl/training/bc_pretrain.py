@@ -1,0 +1,235 @@
+"""Pre-training π* for NetHack by behavioural cloning of recorded expert games (paper section 3).
+
+The paper's π* is Tuyls et al.'s ScaledNet cloned from AutoAscend on NLD-AA; here the same recipe
+runs on games our scripted expert recorded (``make data ENV=nethack``): [B, T] chunks stream from
+``NLDSequences``, the loss is the cross-entropy to the expert's action on every valid frame
+
+    L_BC(θ) = − E_{(s,a)∼D} log π_θ(a | s),
+
+and the LSTM state is carried from one chunk to the next (each row plays its games back to back)
+and reset where an episode starts. The trained network is exported with ``save_policy`` in the
+NetHack scenario's actor/critic layout, so ``make finetune ENV=nethack`` starts from it.
+
+Optional critic-only warm-up (``critic_warmup_frames``): after cloning, π* plays that many frames
+of new games and only the value head regresses on their (clipped, undiscounted) returns, so
+fine-tuning does not start with an untrained critic. The paper warmed the critic up inside its
+fine-tuning run instead; the same is available there by freezing everything but the value head
+(see docs/nethack.md).
+
+    python -m lit_rl.training.bc_pretrain --config configs/pretrain/nethack.yaml
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from lightning.pytorch.cli import LightningCLI
+from tensordict import TensorDictBase
+from torchrl.collectors import Collector
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.objectives.value import GAE
+
+from lit_rl.data.nld import NLDSequences, build_index, select_gameids
+from lit_rl.scenarios.nethack import NetHack
+from lit_rl.training.policy_io import save_policy
+
+
+class BehaviouralCloning(LightningModule):
+    """Behavioural cloning of a recorded NetHack dataset into the scenario's ScaledNet.
+
+    Args:
+        scenario: the NetHack scenario (its ScaledNet size and ``describe()`` go into the export).
+        data_dir: recordings in NLE's layout (``make data ENV=nethack`` writes them).
+        dbfilename: sqlite index of the recordings (default ``<data_dir>/index.db``, built if
+            missing; ``refresh_index`` rebuilds it after recording more games).
+        dataset_name: name of the recordings inside the index.
+        role, race, align: character filter (SQL on the index), the paper's Human Monk.
+        batch_size, seq_length: rows and steps of one [B, T] chunk.
+        lr, max_grad_norm: Adam settings.
+        critic_warmup_frames: env frames of value-head-only training after cloning (0: none).
+        warmup_envs: parallel games of the critic warm-up.
+        export_policy: where π* is written.
+        seed: shuffling seed of the dataset stream.
+    """
+
+    def __init__(
+        self,
+        scenario: NetHack,
+        data_dir: str = "data/nethack",
+        dbfilename: str | None = None,
+        dataset_name: str = "nethack-expert",
+        role: str | None = "mon",
+        race: str | None = "hum",
+        align: str | None = "neu",
+        refresh_index: bool = False,
+        batch_size: int = 16,
+        seq_length: int = 32,
+        lr: float = 1e-3,
+        max_grad_norm: float | None = 4.0,
+        critic_warmup_frames: int = 0,
+        warmup_envs: int = 8,
+        export_policy: str | None = "pretrained/nethack.pt",
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["scenario"])
+        self.scenario = scenario
+        self.policy = scenario.make_policy().modules()
+        self.policy.requires_grad_(True)  # the scenario freezes encoders for fine-tuning only
+        self.policy["critic"].step.freeze_batchnorm = False  # BatchNorm learns its statistics here
+        self.policy.train()
+        self.net = self.policy["actor"].module[0].net
+        self.dbfilename = dbfilename or str(Path(data_dir) / "index.db")
+        self._hidden: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # --- data -----------------------------------------------------------------------------------
+    def train_dataloader(self):
+        hp = self.hparams
+        if not Path(hp.data_dir).is_dir():
+            raise FileNotFoundError(
+                f"NetHack dataset {hp.data_dir} not found: run `make data ENV=nethack` first"
+            )
+        build_index(hp.data_dir, self.dbfilename, hp.dataset_name, refresh=hp.refresh_index)
+        gameids = select_gameids(self.dbfilename, hp.dataset_name, hp.role, hp.race, hp.align)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
+        return NLDSequences(
+            self.dbfilename,
+            hp.dataset_name,
+            batch_size=hp.batch_size,
+            seq_length=hp.seq_length,
+            gameids=gameids,
+            loop_forever=True,
+            rank=rank,
+            world_size=world,
+            seed=hp.seed,
+        ).dataloader()
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch.to(device) if isinstance(batch, TensorDictBase) else batch
+
+    # --- optimisation -----------------------------------------------------------------------------
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr, eps=1e-7)
+
+    def bc_loss(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked cross-entropy to the expert's actions and the greedy accuracy, for one chunk."""
+        hidden = self._hidden
+        if hidden is not None and hidden[0].shape[0] != batch.shape[0]:
+            hidden = None
+        logits, _, hidden = self.net(
+            batch["tty_chars"],
+            batch["tty_colors"],
+            batch["tty_cursor"],
+            batch["prev_actions"],
+            hidden=hidden,
+            is_init=batch["episode_start"],
+        )
+        self._hidden = (hidden[0].detach(), hidden[1].detach())  # truncated BPTT across chunks
+        valid = batch["valid"].reshape(-1).float()
+        ce = F.cross_entropy(logits.flatten(0, 1), batch["actions"].reshape(-1), reduction="none")
+        count = valid.sum().clamp(min=1)
+        accuracy = (logits.argmax(-1).reshape(-1) == batch["actions"].reshape(-1)).float() * valid
+        return (ce * valid).sum() / count, accuracy.sum() / count
+
+    def training_step(self, batch: TensorDictBase, batch_idx: int) -> torch.Tensor:
+        loss, accuracy = self.bc_loss(batch)
+        frames = batch["valid"].sum().float()
+        self.log_dict(
+            {"train/bc_loss": loss, "train/bc_accuracy": accuracy, "train/frames": frames},
+            on_step=True,
+            prog_bar=True,
+            batch_size=1,
+        )
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.hparams.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.hparams.max_grad_norm)
+
+    # --- export ---------------------------------------------------------------------------------
+    def on_fit_end(self) -> None:
+        if self.hparams.critic_warmup_frames > 0:
+            self.warm_up_critic(self.hparams.critic_warmup_frames)
+        if self.hparams.export_policy and self.trainer.is_global_zero:
+            save_policy(self.hparams.export_policy, self.policy, self.scenario.describe())
+
+    def warm_up_critic(self, frames: int, rollout_length: int = 32) -> None:
+        """Regress the value head alone on π*'s own returns (clipped training reward, γ = 1)."""
+        actor, critic = self.policy["actor"], self.policy["critic"]
+        envs = self.hparams.warmup_envs
+        env = self.scenario.make_env(envs, "close", self.hparams.seed + 1, clip_reward=True)
+        per_batch = envs * rollout_length
+        collector = Collector(
+            env,
+            actor,
+            frames_per_batch=per_batch,
+            total_frames=max(1, frames // per_batch) * per_batch,
+            auto_register_policy_transforms=False,
+        )
+        estimator = GAE(gamma=1.0, lmbda=1.0, value_network=critic, average_gae=False)
+        optimizer = torch.optim.Adam(self.net.value.parameters(), lr=self.hparams.lr)
+        self.policy.eval()
+        with set_exploration_type(ExplorationType.RANDOM):
+            for batch in collector:
+                with torch.no_grad():
+                    estimator(batch)
+                value = critic(batch.copy())["state_value"]
+                loss = F.mse_loss(value, batch["value_target"])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        collector.shutdown()
+        env.close()
+
+
+class BCPretrainCLI(LightningCLI):
+    """``python -m lit_rl.training.bc_pretrain --config …``: the run goes to
+    ``runs/nethack-pretrain-s<seed>`` (or ``--run_dir``); one thread per process by default."""
+
+    def __init__(self, args=None):
+        super().__init__(
+            BehaviouralCloning,
+            parser_kwargs={"parser_mode": "omegaconf", "default_env": False},
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--run_dir", type=str | None, default=None, help="run folder")
+        parser.add_argument("--torch_threads", type=int | None, default=1)
+        parser.link_arguments("seed_everything", "model.seed")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        run_dir = config.run_dir or f"runs/nethack-pretrain-s{config.seed_everything}"
+        config.trainer.default_root_dir = run_dir
+        loggers = config.trainer.logger
+        for logger in loggers if isinstance(loggers, list) else [loggers] if loggers else []:
+            if "save_dir" in logger.get("init_args", {}):
+                logger.init_args.save_dir = run_dir
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point: user mistakes end with one line on stderr and exit code 2."""
+    if args is None:
+        args, sys.argv = sys.argv[1:], sys.argv[:1]  # LightningCLI warns when given both
+    args = list(args)
+    if not args or args[0] not in ("fit", "-h", "--help", "--print_config"):
+        args.insert(0, "fit")
+    try:
+        BCPretrainCLI(args=args)
+    except (ValueError, FileNotFoundError, TypeError, KeyError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        print(f"bc-pretrain: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""The small NetHack chain: record → behavioural cloning → fine-tune (lit-rl fit) → CLOSE/FAR eval,
+the model_115 converter, and one-line errors on bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from lightning import Trainer
+
+from lit_rl.cli import main as lit_rl_main
+from lit_rl.data.record_nethack import record_games, record_start_states
+from lit_rl.models.scaled_net import ScaledNet
+from lit_rl.nethack_convert import CheckpointMismatch, convert_checkpoint, export, to_source_layout
+from lit_rl.scenarios.nethack import NetHack
+from lit_rl.training.bc_pretrain import BehaviouralCloning
+from lit_rl.training.bc_pretrain import main as bc_main
+from lit_rl.training.policy_io import load_policy
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM_ACTIONS = 121
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """Three short expert games in NLD layout plus two start states at Dlvl >= 2 (≈10 s)."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("nethack") / "data"
+    record_games(out, games=3, seed=1, max_steps=400)
+    record_start_states(out, [2], count=2, seed=1, max_steps=1500)
+    return out
+
+
+def bc_module(data: Path, **overrides) -> BehaviouralCloning:
+    settings = dict(batch_size=3, seq_length=32, lr=3e-3, export_policy=None, seed=0)
+    settings.update(overrides)
+    return BehaviouralCloning(NetHack(size="tiny", data_dir=str(data)), data_dir=str(data),
+                              **settings)  # fmt: skip
+
+
+def evaluate_bc(module: BehaviouralCloning, batches: int = 6) -> tuple[float, float]:
+    """Mean BC loss and accuracy over the first ``batches`` chunks of a fresh, unshuffled pass."""
+    module.eval()
+    module._hidden = None
+    loader = iter(module.train_dataloader())
+    losses, accuracies = [], []
+    with torch.no_grad():
+        for _ in range(batches):
+            loss, accuracy = module.bc_loss(next(loader))
+            losses.append(loss.item())
+            accuracies.append(accuracy.item())
+    module._hidden = None
+    module.train()
+    return sum(losses) / batches, sum(accuracies) / batches
+
+
+@pytest.fixture(scope="module")
+def pretrained(dataset, tmp_path_factory) -> tuple[Path, dict]:
+    """π* cloned for 60 steps; returns its export and BC loss/accuracy before and after."""
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("bc")
+    module = bc_module(dataset, export_policy=str(out / "nethack.pt"))
+    before = evaluate_bc(module)
+    trainer = Trainer(max_steps=60, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      default_root_dir=str(out))  # fmt: skip
+    trainer.fit(module)
+    after = evaluate_bc(module)
+    return out / "nethack.pt", {"before": before, "after": after}
+
+
+def test_bc_pretraining_reduces_loss_and_beats_random(pretrained):
+    """Judged on BC accuracy, not score: 60 updates on three games give a noisy game score."""
+    policy_file, stats = pretrained
+    (loss_before, _), (loss_after, accuracy_after) = stats["before"], stats["after"]
+    assert loss_after < loss_before - 0.5
+    assert accuracy_after > 10 / NUM_ACTIONS  # a uniformly random policy scores 1/121
+    scenario = NetHack(size="tiny")
+    load_policy(policy_file, scenario.make_policy().modules(), scenario.describe())
+
+
+def test_far_env_starts_at_the_requested_depth(dataset):
+    scenario = NetHack(size="tiny", data_dir=str(dataset), far_dlvl=2)
+    env = scenario.make_env(2, "far", seed=0)
+    td = env.reset()
+    assert (td["dlvl"] >= 2).all()
+    assert td["is_init"].all() and (td["recurrent_state_h"] == 0).all()
+    close = scenario.make_env(2, "close", seed=0).reset()
+    assert (close["dlvl"] == 1).all()
+    assert scenario.visitation(torch.cat([td, close]))["far"] == 0.5
+
+
+def test_actor_replays_sequences_like_the_collector_stepped_them(dataset, pretrained):
+    """Sequence replay from the stored first-step LSTM state reproduces the collected log-probs,
+    across episode resets inside a row (5-step episodes in a 12-step rollout)."""
+    scenario = NetHack(size="tiny", data_dir=str(dataset), max_episode_steps=5)
+    policy = scenario.make_policy()
+    load_policy(pretrained[0], policy.modules(), scenario.describe())
+    env = scenario.make_env(2, "close", seed=0, clip_reward=True)
+    with torch.no_grad():
+        rollout = env.rollout(12, policy.actor, break_when_any_done=False)
+        replay = policy.actor.get_dist(rollout.copy()).log_prob(rollout["action"])
+    assert rollout.shape == (2, 12) and rollout["is_init"][:, 1:].any()
+    torch.testing.assert_close(replay, rollout["action_log_prob"], atol=1e-4, rtol=0)
+
+
+def test_tiny_fit_runs_end_to_end(dataset, pretrained, tmp_path):
+    run = tmp_path / "run"
+    lit_rl_main([
+        "fit",
+        "--config", str(ROOT / "configs/base.yaml"),
+        "--config", str(ROOT / "configs/env/nethack.yaml"),
+        "--config", str(ROOT / "configs/method/ks.yaml"),
+        "--config", str(ROOT / "configs/trainer/cpu.yaml"),
+        "--config", str(ROOT / "configs/logger/csv.yaml"),
+        "--model.scenario.init_args.data_dir", str(dataset),
+        "--model.scenario.init_args.max_episode_steps", "20",
+        "--model.pretrained", str(pretrained[0]),
+        "--model.budget_frames", "128",
+        "--model.num_envs", "4",
+        "--model.rollout_length", "16",
+        "--model.minibatch_size", "32",
+        "--run_dir", str(run),
+    ])  # fmt: skip
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["env"] == "nethack" and summary["method"] == "ks"
+    assert summary["env_steps"] == 128 and summary["finished"]
+    assert set(summary["eval"]) == {"close", "far"}
+    assert summary["pretrained"]["far"]["episodes"] == 8
+    metrics = (run / "metrics.csv").read_text().splitlines()[0]
+    assert "train/loss_ks" in metrics and "train/visit/far" in metrics
+
+
+def test_converter_round_trip(tmp_path):
+    torch.manual_seed(0)
+    source = ScaledNet("tiny").eval()
+    path = tmp_path / "model_115.tar"
+    torch.save({"model_state_dict": to_source_layout(source), "step": 115}, path)
+    converted = convert_checkpoint(path, size="tiny").eval()
+    inputs = (
+        torch.randint(32, 128, (2, 24, 80), dtype=torch.uint8),
+        torch.randint(0, 16, (2, 24, 80), dtype=torch.int8),
+        torch.tensor([[5, 10], [12, 40]], dtype=torch.uint8),
+        torch.tensor([0, 7]),
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(converted(*inputs)[0], source(*inputs)[0])
+    export(path, tmp_path / "policy.pt", size="tiny")
+    scenario = NetHack(size="tiny")
+    load_policy(tmp_path / "policy.pt", scenario.make_policy().modules(), scenario.describe())
+
+
+def test_converter_rejects_another_model_in_one_line(tmp_path):
+    path = tmp_path / "other.tar"
+    torch.save({"model_state_dict": torch.nn.Linear(4, 2).state_dict()}, path)
+    with pytest.raises(CheckpointMismatch) as error:
+        convert_checkpoint(path, size="tiny")
+    assert "\n" not in str(error.value) and "missing" in str(error.value)
+    torch.save({"model_state_dict": to_source_layout(ScaledNet("tiny"))}, path)
+    with pytest.raises(CheckpointMismatch, match="shape mismatches"):
+        convert_checkpoint(path, size="small")
+
+
+def bc_cli_error(capsys, *args: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        bc_main(["--config", str(ROOT / "configs/pretrain/nethack.yaml"), "--trainer.max_steps", "1",
+                 "--trainer.enable_progress_bar", "false", *args])  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_missing_dataset_is_one_line(tmp_path, capsys):
+    err = bc_cli_error(capsys, "--model.data_dir", str(tmp_path / "nowhere"),
+                       "--run_dir", str(tmp_path / "run"))  # fmt: skip
+    assert "make data ENV=nethack" in err
+
+
+def test_empty_selection_is_one_line(dataset, tmp_path, capsys):
+    err = bc_cli_error(capsys, "--model.data_dir", str(dataset), "--model.role", "wizard",
+                       "--model.dbfilename", str(tmp_path / "index.db"),
+                       "--run_dir", str(tmp_path / "run"))  # fmt: skip
+    assert "no games" in err
+
+
+def test_missing_start_states_name_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make data ENV=nethack"):
+        NetHack(data_dir=str(tmp_path), far_dlvl=4).make_env(1, "far", seed=0)
+
+
+def test_retention_methods_read_nethack_batches(dataset, pretrained):
+    """KS on [rows, time] rollouts, BC replay and the per-sample EWC Fisher on flat states."""
+    from lit_rl.retention.anchored import per_sample_fisher
+    from lit_rl.retention.base import policy_logits, teacher_student_kl
+
+    scenario = NetHack(size="tiny", data_dir=str(dataset))
+    policy = scenario.make_policy()
+    load_policy(pretrained[0], policy.modules(), scenario.describe())
+    env = scenario.make_env(2, "far", seed=0, clip_reward=True)
+    with torch.no_grad():
+        rollout = env.rollout(6, policy.actor, break_when_any_done=False)
+    kl = teacher_student_kl(policy_logits(policy.actor, rollout), policy_logits(policy.actor, rollout))
+    assert kl.abs().item() < 1e-5
+    flat = rollout.reshape(-1)
+    assert policy_logits(policy.actor, flat).shape == (12, NUM_ACTIONS)
+    fisher = per_sample_fisher(policy.actor, flat, batch_size=6)
+    head = [v for k, v in fisher.items() if k.endswith("net.policy.weight")]
+    assert head and head[0].sum() > 0
+    assert all(torch.isfinite(v).all() for v in fisher.values())
+
+
+def test_training_envs_clip_the_reward_and_evaluation_envs_do_not(dataset):
+    """The scenario tells the collector's env (built in ``train_dataloader``) from the others."""
+    import inspect
+
+    from lit_rl.training.finetune import PPOFineTuning
+
+    assert "self.scenario.make_env(" in inspect.getsource(PPOFineTuning.train_dataloader)
+    scenario = NetHack(data_dir=str(dataset))
+
+    def train_dataloader():
+        return scenario.make_env(1, "close", seed=0)
+
+    assert train_dataloader().base_env.clip_reward == 10
+    assert scenario.make_env(1, "close", seed=0).base_env.clip_reward is None
