@@ -23,6 +23,8 @@ from torchrl.collectors import Collector
 from lit_rl.envs.montezuma import MAX_EPISODE_STEPS, STACK, MontezumaEnv
 from lit_rl.envs.montezuma_states import GAME
 
+RAW = "ale-py AtariVectorEnv (raw, C++ threads)"
+
 
 def raw_vector_batches(num_envs: int, seed: int) -> Iterator[int]:
     """Steps ale-py's vector env directly; yields the env steps done per call."""
@@ -73,6 +75,33 @@ def collector_batches(num_envs: int, seed: int, backend: str, workers: int) -> I
         collector.shutdown()
 
 
+def run(seconds: float = 20.0, rounds: int = 4, num_envs: int = 16, seed: int = 0) -> dict:
+    """Times every row in interleaved slices; returns agent steps/s per row label."""
+    n = num_envs
+    rows = {
+        RAW: raw_vector_batches(n, seed),
+        "MontezumaEnv ale + Collector": collector_batches(n, seed, "ale", 1),
+        "MontezumaEnv ale + Collector, 2 processes": collector_batches(n, seed, "ale", 2),
+        "MontezumaEnv vector + Collector": collector_batches(n, seed, "vector", 1),
+    }
+    steps = dict.fromkeys(rows, 0)
+    elapsed = dict.fromkeys(rows, 0.0)
+    try:
+        for batches in rows.values():
+            next(batches)  # start-up (processes, first resets) stays out of the timing
+        slice_s = seconds / rounds
+        for _ in range(rounds):
+            for label, batches in rows.items():
+                start = time.perf_counter()
+                while time.perf_counter() - start < slice_s:
+                    steps[label] += next(batches)
+                elapsed[label] += time.perf_counter() - start
+    finally:
+        for batches in rows.values():
+            batches.close()
+    return {label: steps[label] / elapsed[label] for label in rows}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per row")
@@ -81,29 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    n, seed = args.num_envs, args.seed
-    rows = {
-        "ale-py AtariVectorEnv (raw, C++ threads)": raw_vector_batches(n, seed),
-        "MontezumaEnv ale + Collector": collector_batches(n, seed, "ale", 1),
-        "MontezumaEnv ale + Collector, 2 processes": collector_batches(n, seed, "ale", 2),
-        "MontezumaEnv vector + Collector": collector_batches(n, seed, "vector", 1),
-    }
-    steps = dict.fromkeys(rows, 0)
-    elapsed = dict.fromkeys(rows, 0.0)
-    for batches in rows.values():
-        next(batches)  # start-up (processes, first resets) stays out of the timing
-    slice_s = args.seconds / args.rounds
-    for _ in range(args.rounds):
-        for label, batches in rows.items():
-            start = time.perf_counter()
-            while time.perf_counter() - start < slice_s:
-                steps[label] += next(batches)
-            elapsed[label] += time.perf_counter() - start
-    for batches in rows.values():
-        batches.close()
-
-    rates = {label: steps[label] / elapsed[label] for label in rows}
-    raw = next(iter(rates.values()))
+    n = args.num_envs
+    rates = run(args.seconds, args.rounds, n, args.seed)
+    raw = rates[RAW]
     print(f"{n} envs, {args.seconds:.0f} s per row in {args.rounds} rounds, random actions")
     print(f"{'setup':44s} {'steps/s':>8s} {'frames/s':>9s} {'ratio':>6s}")
     for label, rate in rates.items():

@@ -3,5 +3,6 @@
 from callbacks.frame_progress import FrameProgressBar
 from callbacks.run_summary import RunSummary
 from callbacks.subspace_evaluation import SubspaceEvaluation
+from callbacks.throughput import Throughput
 
-__all__ = ["FrameProgressBar", "RunSummary", "SubspaceEvaluation"]
+__all__ = ["FrameProgressBar", "RunSummary", "SubspaceEvaluation", "Throughput"]

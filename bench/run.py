@@ -1,0 +1,334 @@
+"""Run every lit_rl benchmark side by side and write bench/results.json and bench/results.md.
+
+Each section runs in its own subprocess (a crash or hang in one leaves the others' figures) and
+measures its figure and that figure's baseline in the same run, on the same machine state, so the
+ratios are the numbers to compare across machines. Targets are printed next to the ratios for the
+reader; nothing here asserts on timings.
+
+    python -m bench.run            # ≈ 5 minutes (``make bench``)
+    python -m bench.run --quick    # ≈ 1–2 minutes, noisier
+    python -m bench.run --only apple,memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+# Per-section settings: full run, then --quick.
+# --quick keeps every size (games, envs) so its ratios mean the same; only the timed seconds shrink.
+SETTINGS = {
+    "nethack": ({"seconds": 6.0, "num_games": 64}, {"seconds": 1.5, "num_games": 64}),
+    "montezuma": (
+        {"seconds": 16.0, "rounds": 4, "num_envs": 16},
+        {"seconds": 4.0, "rounds": 2, "num_envs": 16},
+    ),
+    "apple": ({"seconds": 3.0}, {"seconds": 1.0}),
+    "finetune": (
+        {"budget": 200_000, "pretrain_budget": 400_000, "ceiling_seconds": 3.0, "nethack_budget": 2048},
+        {"budget": 200_000, "pretrain_budget": 100_000, "ceiling_seconds": 1.0, "nethack_budget": 0},
+    ),
+    "memory": ({"batches": 200}, {"batches": 20}),
+}
+TIMEOUT_S = {"nethack": 240, "montezuma": 300, "apple": 120, "finetune": 400, "memory": 600}
+
+
+def section(name: str, settings: dict) -> dict:
+    """Runs in the section's subprocess."""
+    if name == "nethack":
+        from bench import nethack_collection
+
+        return nethack_collection.run(settings["seconds"], settings["num_games"], workers=2)
+    if name == "montezuma":
+        from bench import montezuma_collection
+
+        return montezuma_collection.run(settings["seconds"], settings["rounds"], settings["num_envs"])
+    if name == "apple":
+        from bench import apple_collection
+
+        return apple_collection.run(settings["seconds"], num_envs=4096)
+    if name == "finetune":
+        from bench import finetune_throughput
+
+        return finetune_throughput.run(**settings)
+    if name == "memory":
+        from bench import bc_memory
+
+        return bc_memory.run(small=2, factor=10, batches=settings["batches"])
+    raise ValueError(f"unknown section {name!r}")
+
+
+def run_section(name: str, settings: dict, log_dir: Path) -> dict:
+    """Run one section in a subprocess; its stderr goes to ``log_dir/<name>.log``."""
+    out = log_dir / f"{name}.json"
+    out.unlink(missing_ok=True)
+    start = time.perf_counter()
+    command = [sys.executable, "-m", "bench.run", "--section", name, json.dumps(settings), str(out)]
+    with open(log_dir / f"{name}.log", "w") as log:
+        try:
+            proc = subprocess.run(
+                command, cwd=ROOT, stdout=log, stderr=log, timeout=TIMEOUT_S[name], check=False
+            )
+            error = None if proc.returncode == 0 else f"exit code {proc.returncode}"
+        except subprocess.TimeoutExpired:
+            error = f"timed out after {TIMEOUT_S[name]} s"
+    elapsed = time.perf_counter() - start
+    if error is None and out.exists():
+        result = json.loads(out.read_text())
+        return {"ok": True, "seconds": elapsed, "settings": settings, "result": result}
+    log = log_dir / f"{name}.log"
+    return {"ok": False, "seconds": elapsed, "settings": settings, "error": f"{error}; see {log}"}
+
+
+# --- machine ----------------------------------------------------------------------------------------
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine() -> dict:
+    return {
+        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "nproc": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": _cpu_model(),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        **{p: _version(p) for p in ("torch", "torchrl", "tensordict", "lightning", "nle", "ale-py")},
+    }
+
+
+# --- table -----------------------------------------------------------------------------------------
+def _row(figure, value, unit, baseline=None, baseline_label="", target=None, ratio=None, met=None):
+    if ratio is None and baseline:
+        ratio = value / baseline
+    return {
+        "figure": figure, "value": value, "unit": unit, "baseline": baseline,
+        "baseline_label": baseline_label, "ratio": ratio, "target": target, "met": met,
+    }  # fmt: skip
+
+
+def rows(results: dict) -> list[dict]:
+    """The table: one row per figure, each with its same-run baseline and the ratio."""
+    out = []
+    nh = results.get("nethack", {}).get("result")
+    if nh:
+        games = results["nethack"]["settings"]["num_games"]
+        for label, key in (("1 process", "batch_env_collector"), ("2 workers", "batch_env_2_workers")):
+            value = nh[key]
+            ratio = value / nh["raw_nle"]
+            out.append(_row(f"NetHack NetHackBatchEnv + Collector, {label} ({games} games/process)",
+                            value, "steps/s", nh["raw_nle"], "raw NLE gym loop", "≥ 0.5×",
+                            ratio, ratio >= 0.5))  # fmt: skip
+            ratio = value / nh["torchrl_gym_env"]
+            out.append(_row(f"NetHack NetHackBatchEnv + Collector, {label}", value, "steps/s",
+                            nh["torchrl_gym_env"], "TorchRL GymEnv + Collector", "≥ 10×",
+                            ratio, ratio >= 10))  # fmt: skip
+    mz = results.get("montezuma", {}).get("result")
+    if mz:
+        labels = list(mz)
+        raw_label = labels[0]
+        envs = results["montezuma"]["settings"]["num_envs"]
+        for label in labels[1:]:
+            ratio = mz[label] / mz[raw_label]
+            out.append(_row(f"Montezuma {label} ({envs} envs)", mz[label], "agent steps/s",
+                            mz[raw_label], "ale-py AtariVectorEnv raw", "≥ 0.7×", ratio,
+                            ratio >= 0.7))  # fmt: skip
+    ap = results.get("apple", {}).get("result")
+    if ap:
+        n = ap["num_envs"]
+        for label, key in (("AppleRetrievalEnv step_and_maybe_reset", "torchrl_env"),
+                           ("AppleRetrievalEnv + Collector", "collector")):  # fmt: skip
+            value = ap[key]
+            out.append(_row(f"Apple {label} ({n} envs)", value, "corridor steps/s",
+                            ap["numpy_loop"], "numpy apple_step loop, same batch",
+                            "≥ 1,000,000 steps/s", None, value >= 1e6))  # fmt: skip
+        out.append(_row(f"Apple AppleRetrievalEnv step_and_maybe_reset ({n} envs)",
+                        ap["torchrl_env"], "corridor steps/s", ap["gym_single"],
+                        "gymnasium AppleRetrieval-v0, 1 env"))  # fmt: skip
+        out.append(_row(f"Apple AppleRetrievalEnv._step/_reset only ({n} envs)",
+                        ap["torchrl_dynamics"], "corridor steps/s", ap["numpy_loop"],
+                        "numpy apple_step loop, same batch"))  # fmt: skip
+    ft = results.get("finetune", {}).get("result")
+    if ft:
+        a = ft["apple_ewc"]
+        out.append(_row("Fine-tune Apple EWC (lit-rl fit, cpu preset) env frames/s", a["env_frames_per_s"],
+                        "frames/s", a["collection_ceiling_frames_per_s"],
+                        "Collector + actor alone, same envs"))  # fmt: skip
+        out.append(_row("Fine-tune Apple EWC frames/s excl. evaluation + setup",
+                        a["env_frames_per_s_excl_eval_setup"], "frames/s",
+                        a["collection_ceiling_frames_per_s"],
+                        "Collector + actor alone, same envs"))  # fmt: skip
+        out.append(_row("Fine-tune Apple EWC updates/s", a["updates_per_s"], "updates/s"))
+        nk = ft["nethack_ks"]
+        if nk.get("status") == "done":
+            out.append(
+                _row(
+                    "Fine-tune NetHack KS (nethack preset, cpu trainer) env frames/s",
+                    nk["env_frames_per_s"],
+                    "frames/s",
+                )
+            )
+            out.append(
+                _row(
+                    "Fine-tune NetHack KS frames/s excl. evaluation + setup",
+                    nk["env_frames_per_s_excl_eval_setup"],
+                    "frames/s",
+                )
+            )
+            out.append(_row("Fine-tune NetHack KS updates/s", nk["updates_per_s"], "updates/s"))
+    mem = results.get("memory", {}).get("result")
+    if mem:
+        small, large = mem["small"], mem["large"]
+        ratio = large["peak_rss_kb"] / small["peak_rss_kb"]
+        out.append(_row(f"BC replay NLDSequences peak RSS, {large['games']} games "
+                        f"({mem['batches']} batches of {mem['batch_size']}×{mem['seq_length']})",
+                        large["peak_rss_kb"] / 1024, "MiB", small["peak_rss_kb"] / 1024,
+                        f"same, {small['games']} games", "≈ 1× (≤ 1.1×)", ratio,
+                        ratio <= 1.1))  # fmt: skip
+        cost = mem["streaming_cost_kb"]
+        if cost["small"] > 0:
+            ratio = cost["large"] / cost["small"]
+            out.append(_row(f"BC replay streaming cost (peak − idle), {large['games']} games",
+                            cost["large"] / 1024, "MiB", cost["small"] / 1024,
+                            f"same, {small['games']} games", "≈ 1× (≤ 1.1×)", ratio,
+                            ratio <= 1.1))  # fmt: skip
+    return out
+
+
+def _fmt(value, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if unit == "MiB":
+        return f"{value:,.1f} MiB"
+    if abs(value) >= 100:
+        return f"{value:,.0f} {unit}".strip()
+    return f"{value:,.2f} {unit}".strip()
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        "# lit_rl benchmarks",
+        "",
+        f"- date (UTC): {m['date_utc']}; mode: {report['mode']}; total {report['total_s']:.0f} s",
+        f"- machine: {m['nproc']} CPUs (nproc; {m['usable_cpus']} usable), {m['cpu_model']}",
+        f"- load average at start: {', '.join(map(str, m['load_average_start']))}; "
+        f"at end: {', '.join(map(str, report['load_average_end']))}",
+        f"- python {m['python']}, torch {m['torch']}, torchrl {m['torchrl']}, tensordict "
+        f"{m['tensordict']}, lightning {m['lightning']}, nle {m['nle']}, ale-py {m['ale-py']}",
+        "",
+        "Every baseline is measured in the same run. Targets are for reading, not assertions; on a "
+        "shared, loaded machine ratios are more trustworthy than absolute rates.",
+        "",
+        "| Figure | Measured | Baseline (same run) | Ratio | Target | Met |",
+        "|---|---:|---:|---:|---|:-:|",
+    ]
+    for r in report["rows"]:
+        baseline = f"{_fmt(r['baseline'], r['unit'])} ({r['baseline_label']})" if r["baseline"] else "—"
+        ratio = f"{r['ratio']:.2f}×" if r["ratio"] is not None else "—"
+        met = "—" if r["met"] is None else ("yes" if r["met"] else "**no**")
+        lines.append(f"| {r['figure']} | {_fmt(r['value'], r['unit'])} | {baseline} | {ratio} | "
+                     f"{r['target'] or '—'} | {met} |")  # fmt: skip
+    ft = report["sections"].get("finetune", {}).get("result")
+    if ft:
+        runs = {"Apple EWC": ft["apple_ewc"]}
+        if ft["nethack_ks"].get("status") == "done":
+            runs["NetHack KS"] = ft["nethack_ks"]
+        for label, a in runs.items():
+            lines += [
+                "",
+                f"## Fine-tuning time split ({label}, {a['frames']:,} frames, {a['updates']} "
+                f"updates, Trainer.fit {a['fit_s']:.1f} s)",
+                "",
+                "| Phase | Seconds | Share |",
+                "|---|---:|---:|",
+            ]
+            for phase, seconds in a["split_s"].items():
+                lines.append(f"| {phase} | {seconds:.2f} | {a['split_share'][phase]:.0%} |")
+            logged = a.get("logged_env_frames_per_s_last")
+            if logged is not None:
+                lines += ["", f"`time/env_frames_per_s` logged by callbacks.throughput.Throughput "
+                              f"on the last batch: {logged:,.0f}"]  # fmt: skip
+        nk = ft["nethack_ks"]
+        if nk.get("status") != "done":
+            lines += ["", f"NetHack KS fine-tuning: **{nk.get('status')}** ({nk.get('reason')})."]
+        lines += [
+            "",
+            "Phases: env = EnvBase.step_and_maybe_reset/reset inside Collector.rollout; "
+            "inference = the collector's policy forward; collector = the rest of rollout; "
+            "learning = training_step; evaluation = SubspaceEvaluation; setup = on_fit_start "
+            "(EWC Fisher / teacher states); other = Lightning loop, logging, checkpoints.",
+        ]
+    failed = {k: v for k, v in report["sections"].items() if not v["ok"]}
+    if failed:
+        lines += ["", "## Sections that did not finish", ""]
+        lines += [f"- {name}: {v['error']}" for name, v in failed.items()]
+    lines += ["", "Section wall times: " + ", ".join(
+        f"{k} {v['seconds']:.0f} s" for k, v in report["sections"].items())]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short durations (≈ 1–2 minutes)")
+    parser.add_argument("--only", default="", help="comma-separated sections: " + ",".join(SETTINGS))
+    parser.add_argument("--out", default=str(HERE / "results"), help="path stem for .json and .md")
+    parser.add_argument("--section", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.section:  # inside a section's subprocess
+        name, settings, out = args.section
+        result = section(name, json.loads(settings))
+        Path(out).write_text(json.dumps(result, default=str))
+        return
+
+    names = [n for n in args.only.split(",") if n] or list(SETTINGS)
+    unknown = sorted(set(names) - set(SETTINGS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}: choose from {list(SETTINGS)}")
+    out = Path(args.out)
+    log_dir = HERE / ".cache" / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    report = {"mode": "quick" if args.quick else "full", "machine": machine(), "sections": {}}
+    start = time.perf_counter()
+    for name in names:
+        settings = SETTINGS[name][1 if args.quick else 0]
+        print(f"[bench] {name} {settings} …", flush=True)
+        report["sections"][name] = outcome = run_section(name, settings, log_dir)
+        status = "ok" if outcome["ok"] else f"FAILED: {outcome['error']}"
+        print(f"[bench] {name}: {status} ({outcome['seconds']:.0f} s)", flush=True)
+    report["total_s"] = time.perf_counter() - start
+    report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["rows"] = rows({k: v for k, v in report["sections"].items() if v["ok"]})
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
+    text = markdown(report)
+    out.with_suffix(".md").write_text(text)
+    print(text)
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
