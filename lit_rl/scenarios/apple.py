@@ -37,7 +37,7 @@ class AppleRetrieval(Scenario):
             raise ValueError(f"unknown apple policy {policy!r}: choose one of {POLICIES}")
         self.length, self.scale, self.policy, self.hidden = length, scale, policy, hidden
 
-    def make_env(self, num_envs: int, start: str, seed: int) -> EnvBase:
+    def make_env(self, num_envs: int, start: str, seed: int, training: bool = False) -> EnvBase:
         self.check_start(start)
         env = AppleRetrievalEnv(num_envs, self.length, self.scale, start=start)
         env.set_seed(seed)

@@ -38,8 +38,11 @@ class Scenario(ABC):
     max_episode_steps: int
 
     @abstractmethod
-    def make_env(self, num_envs: int, start: str, seed: int) -> EnvBase:
-        """A batched environment whose episodes start in subspace ``start``."""
+    def make_env(self, num_envs: int, start: str, seed: int, training: bool = False) -> EnvBase:
+        """A batched environment whose episodes start in subspace ``start``.
+
+        ``training`` is True for the training collector's environments (e.g. NetHack clips their
+        reward; evaluation sees the raw reward)."""
 
     @abstractmethod
     def make_policy(self) -> Policy:

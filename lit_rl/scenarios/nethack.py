@@ -10,7 +10,6 @@ in-game score.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from nle import nethack
@@ -23,7 +22,6 @@ from lit_rl.models.scaled_net import SIZES, ScaledNet
 from lit_rl.scenarios.base import Policy, Scenario
 
 #: caller frames that build training envs (the collector, and π*'s replay states for BC/EWC)
-TRAINING_CALLERS = ("train_dataloader",)
 
 
 def read_start_states(path: str | Path) -> list[StartState]:
@@ -132,17 +130,14 @@ class NetHack(Scenario):
             self._start_states = read_start_states(self.start_states_path)
         return self._start_states
 
-    def make_env(self, num_envs: int, start: str, seed: int, clip_reward: bool | None = None) -> EnvBase:
-        """Batched games starting in ``start``; ``clip_reward`` None: clip only if the caller is
-        the training collector (the Scenario contract has no train/eval flag)."""
+    def make_env(self, num_envs: int, start: str, seed: int, training: bool = False) -> EnvBase:
+        """Batched games starting in ``start``; training environments clip the reward to ±10."""
         self.check_start(start)
-        if clip_reward is None:
-            clip_reward = _called_from(TRAINING_CALLERS)
         env = NetHackBatchEnv(
             num_envs,
             seed=seed,
             max_episode_steps=self.max_episode_steps,
-            clip_reward=self.train_clip_reward if clip_reward else None,
+            clip_reward=self.train_clip_reward if training else None,
             start_states=self.start_states() if start == "far" else None,
         )
         hidden = SIZES[self.size].hidden
@@ -170,14 +165,3 @@ class NetHack(Scenario):
 
     def describe(self) -> dict:
         return {"scenario": self.name, "model": "ScaledNet", "size": self.size}
-
-
-def _called_from(names: tuple[str, ...], depth: int = 6) -> bool:
-    frame = sys._getframe(2)
-    for _ in range(depth):
-        if frame is None:
-            return False
-        if frame.f_code.co_name in names:
-            return True
-        frame = frame.f_back
-    return False

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -41,6 +42,10 @@ from lit_rl.retention.pretraining_data import TeacherRolloutStates
 from lit_rl.scenarios.base import Scenario
 from lit_rl.training.policy_io import load_policy, save_policy
 
+#: errors a dying simulator raises through a collector: a crashed in-process env, or a worker
+#: process whose pipe broke
+SIMULATOR_FAULTS = (RuntimeError, EOFError, BrokenPipeError, ConnectionError, OSError)
+
 
 class PPOFineTuning(LightningModule):
     """PPO fine-tuning of a pre-trained policy, with any combination of retention methods.
@@ -63,6 +68,7 @@ class PPOFineTuning(LightningModule):
             (the paper switches the bonus off).
         ppo_epochs, minibatch_size, max_grad_norm: optimisation settings per batch.
         max_nonfinite_updates: consecutive non-finite losses tolerated before training stops.
+        max_simulator_restarts: collector rebuilds after simulator faults before the run stops.
         pretraining_state_frames: how many π* rollout frames stand in for the pre-training data.
         eval_every_frames, eval_episodes: evaluation period and episodes per subspace (read by the
             ``SubspaceEvaluation`` callback and by ``lit-rl validate``).
@@ -93,6 +99,7 @@ class PPOFineTuning(LightningModule):
         minibatch_size: int = 6400,
         max_grad_norm: float | None = None,
         max_nonfinite_updates: int = 10,
+        max_simulator_restarts: int = 10,
         pretraining_state_frames: int = 20_000,
         eval_every_frames: int = 50_000,
         eval_episodes: int = 256,
@@ -137,6 +144,7 @@ class PPOFineTuning(LightningModule):
         )
         self.register_buffer("env_frames", torch.tensor(0, dtype=torch.long))
         self.register_buffer("nonfinite_updates", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("simulator_restarts", torch.tensor(0, dtype=torch.long))
         self._consecutive_nonfinite = 0
         self._context: RetentionContext | None = None
 
@@ -158,13 +166,34 @@ class PPOFineTuning(LightningModule):
 
     # --- data -----------------------------------------------------------------------------------
     def train_dataloader(self) -> Iterator[TensorDictBase]:
-        """A TorchRL collector over this rank's environments, limited to the remaining budget."""
+        """Batches from a TorchRL collector until the frame budget is spent.
+
+        It has no length, so Lightning ends the epoch when the budget is spent instead of counting
+        batches (which a resumed run, with fewer frames left, would get wrong). A simulator fault
+        while collecting rebuilds the collector and the run goes on; each restart is counted and
+        logged (``train/simulator_restarts``) up to ``max_simulator_restarts``.
+        """
+        # Lightning fetches a batch ahead of training_step, so count the frames handed out here
+        # rather than reading env_frames.
+        handed_out = int(self.env_frames)
+        while handed_out < self.hparams.budget_frames:
+            collector = self._make_collector(self.hparams.budget_frames - handed_out)
+            try:
+                for batch in collector:
+                    handed_out += batch.numel()
+                    yield batch
+                return
+            except SIMULATOR_FAULTS as fault:
+                self._count_restart(fault)
+            finally:
+                collector.shutdown()
+
+    def _make_collector(self, remaining: int) -> Collector:
         hp = self.hparams
-        remaining = hp.budget_frames - int(self.env_frames)
         frames_per_batch = hp.num_envs * hp.rollout_length
         batches = max(1, math.ceil(remaining / frames_per_batch))
-        env = self.scenario.make_env(hp.num_envs, hp.train_start, self._env_seed())
-        collector = Collector(
+        env = self.scenario.make_env(hp.num_envs, hp.train_start, self._env_seed(), training=True)
+        return Collector(
             env,
             self.policy["actor"],
             frames_per_batch=frames_per_batch,
@@ -173,7 +202,16 @@ class PPOFineTuning(LightningModule):
             storing_device=self.device,
             auto_register_policy_transforms=False,
         )
-        return _unsized(collector)
+
+    def _count_restart(self, fault: Exception) -> None:
+        self.simulator_restarts += 1
+        limit = self.hparams.max_simulator_restarts
+        if int(self.simulator_restarts) > limit:
+            raise RuntimeError(
+                f"the simulator failed {int(self.simulator_restarts)} times (last: {fault}); "
+                "the last checkpoint is intact: fix the environment and resume with RESUME=1"
+            ) from fault
+        warnings.warn(f"simulator fault ({fault!r}): restarting the collector", stacklevel=2)
 
     def _env_seed(self) -> int:
         """Distinct per rank and per resume, so restarted runs do not replay the same episodes."""
@@ -319,13 +357,5 @@ class PPOFineTuning(LightningModule):
             metrics[f"train/visit/{subspace}"] = share
         metrics["train/env_frames"] = float(self.env_frames)
         metrics["train/nonfinite_updates"] = float(self.nonfinite_updates)
+        metrics["train/simulator_restarts"] = float(self.simulator_restarts)
         self.log_dict(metrics, on_step=True, batch_size=1, sync_dist=False)
-
-
-def _unsized(collector: Collector) -> Iterator[TensorDictBase]:
-    """The collector's batches without a length: Lightning then ends the epoch when the frame budget
-    is spent instead of counting batches, which a resumed run (fewer frames left) would get wrong."""
-    try:
-        yield from collector
-    finally:
-        collector.shutdown()
