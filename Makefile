@@ -101,3 +101,71 @@ format: install ## apply ruff formatting and safe fixes
 
 bench: install ## throughput benchmarks → bench/results.json and bench/results.md
 	$(BIN)/python -m bench.run
+
+# --- Montezuma's Revenge (docs/montezuma.md) ---------------------------------------------------
+MONTEZUMA_POOL ?= pools/montezuma_room7.pt
+MONTEZUMA_BC ?= data/montezuma_bc
+
+.PHONY: montezuma-pool montezuma-bc-data montezuma-demo
+
+ifneq ($(filter montezuma%,$(ENV)),)
+pretrain finetune eval: $(MONTEZUMA_POOL)
+endif
+
+$(MONTEZUMA_POOL):
+	$(MAKE) --no-print-directory montezuma-pool
+
+montezuma-pool: install ## Montezuma: explore to Room 7 and save its start states (FAR) → pools/
+	$(BIN)/python -m lit_rl.envs.montezuma_states build --rooms 7 --seed 2 --frames 6000000 \
+		--stop-at-cells 20 --out $(MONTEZUMA_POOL)
+	$(BIN)/python -m lit_rl.envs.montezuma_states info $(MONTEZUMA_POOL)
+
+montezuma-bc-data: install $(MONTEZUMA_POOL) ## Montezuma: record π*'s Room-7 episodes for BC → data/
+	@test -f pretrained/montezuma.pt || $(MAKE) --no-print-directory pretrain ENV=montezuma SEED=$(SEED)
+	$(BIN)/python -m lit_rl.data.montezuma_bc --policy pretrained/montezuma.pt \
+		--pool $(MONTEZUMA_POOL) --episodes 16 --out $(MONTEZUMA_BC)
+
+montezuma-demo: install $(MONTEZUMA_POOL) ## Montezuma: pool → π* → fine-tune with BC and without
+	$(MAKE) --no-print-directory finetune ENV=montezuma METHOD=bc SEED=$(SEED) LOGGER=$(LOGGER)
+	$(MAKE) --no-print-directory finetune ENV=montezuma METHOD=none SEED=$(SEED) LOGGER=$(LOGGER)
+	$(MAKE) --no-print-directory report
+
+# --- NetHack chain: record → behavioural cloning → fine-tune → evaluate (docs/nethack.md) -----
+GAMES ?= 16
+GAME_STEPS ?= 2000
+FAR_DEPTHS ?= 2,4
+FAR_COUNT ?= 8
+BC_STEPS ?=
+NETHACK_DEMO_METHOD = $(if $(filter command line environment,$(origin METHOD)),$(METHOD),ks)
+
+.PHONY: data nethack-pretrain nethack-pretrained nethack-demo
+
+# `make finetune ENV=nethack` builds π* by behavioural cloning when pretrained/nethack.pt is missing
+# (the generic `make pretrain` trains by RL and does not apply to NetHack).
+ifeq ($(ENV),nethack)
+finetune: nethack-pretrained
+endif
+
+nethack-pretrained:
+	@test -f pretrained/nethack.pt || $(MAKE) --no-print-directory nethack-pretrain SEED=$(SEED)
+
+data: install ## record expert games (NLD layout) + FAR start states: make data ENV=nethack GAMES=16
+	@test "$(ENV)" = nethack || { echo "error: make data records NetHack only: use ENV=nethack" >&2; exit 2; }
+	$(BIN)/python -m lit_rl.data.record_nethack --games $(GAMES) --out data/nethack --seed $(SEED) \
+		--far-depths $(FAR_DEPTHS) --far-count $(FAR_COUNT) --max-steps $(GAME_STEPS)
+
+nethack-pretrain: install ## behavioural cloning of data/nethack → pretrained/nethack.pt
+	@test -d data/nethack || $(MAKE) --no-print-directory data ENV=nethack SEED=$(SEED)
+	$(BIN)/python -m lit_rl.training.bc_pretrain --config configs/pretrain/nethack.yaml \
+		--seed_everything $(SEED) $(if $(BC_STEPS),--trainer.max_steps $(BC_STEPS))
+
+nethack-demo: install ## the whole small NetHack chain on CPU (data, BC π*, fine-tune with METHOD, report)
+	@test -f pretrained/nethack.pt || $(MAKE) --no-print-directory nethack-pretrain SEED=$(SEED) BC_STEPS=$(or $(BC_STEPS),300)
+	$(MAKE) --no-print-directory finetune ENV=nethack METHOD=$(NETHACK_DEMO_METHOD) SEED=$(SEED) LOGGER=csv $(if $(STEPS),STEPS=$(STEPS))
+	$(MAKE) --no-print-directory report
+
+ifeq ($(ENV),nethack)
+ifneq ($(filter pretrain,$(MAKECMDGOALS)),)
+$(error ENV=nethack pre-trains π* by behavioural cloning: run `make nethack-pretrain` (see docs/nethack.md))
+endif
+endif

@@ -116,9 +116,7 @@ def run(seconds: float = 5.0, num_games: int = 64, rollout: int = 32, workers: i
     }
     result["collection_over_raw"] = result["batch_env_collector"] / result["raw_nle"]
     result["collection_over_gym_env"] = result["batch_env_collector"] / result["torchrl_gym_env"]
-    result[f"{workers}_workers_over_raw"] = (
-        result[f"batch_env_{workers}_workers"] / result["raw_nle"]
-    )
+    result[f"{workers}_workers_over_raw"] = result[f"batch_env_{workers}_workers"] / result["raw_nle"]
     return result
 
 

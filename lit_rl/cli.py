@@ -1,5 +1,6 @@
 """``lit-rl``: the Lightning CLI over ``configs/`` (omegaconf mode, so ``${…}`` interpolation works).
 
+The model is ``PPOFineTuning`` or a subclass named by ``model.class_path`` (Montezuma's PPO + RND).
 Configs are overlaid in the order given: ``--config configs/base.yaml --config configs/env/apple.yaml
 --config configs/method/ewc.yaml …``. Each ``fit`` gets its own run folder
 (``runs/<env>-<method>-s<seed>`` unless ``--run_dir`` says otherwise) holding ``config.yaml``,
@@ -58,6 +59,7 @@ class LitRLCLI(LightningCLI):
     def __init__(self, args=None):
         super().__init__(
             PPOFineTuning,
+            subclass_mode_model=True,
             save_config_callback=RunConfigSaver,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"parser_mode": "omegaconf", "default_env": False},
@@ -75,7 +77,7 @@ class LitRLCLI(LightningCLI):
             default=1,
             help="intra-op threads per process; small policies run fastest on one (null: torch's)",
         )
-        parser.link_arguments("seed_everything", "model.seed")
+        parser.link_arguments("seed_everything", "model.init_args.seed")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -94,9 +96,10 @@ def method_label(model: Namespace) -> str:
 
 def place_run(config: Namespace) -> None:
     """Point the trainer, its loggers and checkpoints at one run folder; never reuse one silently."""
-    scenario = config.model.scenario.class_path.rsplit(".", 1)[-1]
+    model = config.model.init_args
+    scenario = model.scenario.class_path.rsplit(".", 1)[-1]
     env = {"AppleRetrieval": "apple"}.get(scenario, scenario.lower())
-    run_dir = Path(config.run_dir or f"runs/{env}-{method_label(config.model)}-s{config.seed_everything}")
+    run_dir = Path(config.run_dir or f"runs/{env}-{method_label(model)}-s{config.seed_everything}")
     resuming = config.get("ckpt_path") is not None
     if not resuming and (run_dir / "summary.json").exists():
         raise FileExistsError(
@@ -128,6 +131,9 @@ def main(args: list[str] | None = None) -> None:
     try:
         LitRLCLI(args=args)
     except USER_ERRORS as error:
+        # subclass mode wraps a model constructor's error in a union-validation error
+        while isinstance(error.__cause__, USER_ERRORS):
+            error = error.__cause__
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         print(f"lit-rl: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -84,9 +84,7 @@ def plot(env: str, by_method: dict[str, list[dict]], subspaces: list[str], out: 
             mean = np.mean(ys, axis=0)
             (line,) = ax.plot(frames, mean, label=f"{method} ({len(runs)})")
             if len(runs) > 1:
-                ax.fill_between(
-                    frames, np.min(ys, 0), np.max(ys, 0), alpha=0.2, color=line.get_color()
-                )
+                ax.fill_between(frames, np.min(ys, 0), np.max(ys, 0), alpha=0.2, color=line.get_color())
         ax.set_title(f"{env}: {subspace.upper()}")
         ax.set_xlabel("environment frames")
         ax.set_ylabel("return")
@@ -102,9 +100,7 @@ def plot(env: str, by_method: dict[str, list[dict]], subspaces: list[str], out: 
 def write_report(runs: Path, out: Path) -> Path:
     summaries = load_summaries(runs)
     if not summaries:
-        raise FileNotFoundError(
-            f"no fine-tuning summaries under {runs}/: run `make finetune METHOD=…` first"
-        )
+        raise FileNotFoundError(f"no fine-tuning summaries under {runs}/: run `make finetune METHOD=…` first")
     out.mkdir(parents=True, exist_ok=True)
     by_env: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for summary in summaries:

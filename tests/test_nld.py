@@ -13,9 +13,7 @@ from lit_rl.data.record_nethack import record_games
 from lit_rl.experts.nethack_expert import NetHackExpert, make_env
 
 # Keys NLE presses itself: --More-- (space), declined prompts (ESC), quitting at the cap (M-q y).
-ENV_KEYS = {
-    int(nld.KEYPRESS_TO_ACTION[k]) for k in (ord(" "), 27, int(nethack.Command.QUIT), ord("y"))
-}
+ENV_KEYS = {int(nld.KEYPRESS_TO_ACTION[k]) for k in (ord(" "), 27, int(nethack.Command.QUIT), ord("y"))}
 
 
 @pytest.fixture(scope="session")
@@ -55,9 +53,7 @@ def test_keypress_table_round_trips_every_action():
 
 def test_episode_starts_from_timestamp_gaps():
     s = 1_000_000
-    ts = np.array(
-        [[10 * s, 11 * s, 200 * s, 201 * s, 0, 0], [5 * s, 6 * s, 7 * s, 8 * s, 9 * s, 99 * s]]
-    )
+    ts = np.array([[10 * s, 11 * s, 200 * s, 201 * s, 0, 0], [5 * s, 6 * s, 7 * s, 8 * s, 9 * s, 99 * s]])
     starts = nld.episode_starts_from_timestamps(ts, gap_seconds=30)
     assert starts.tolist() == [
         [True, False, True, False, False, False],
@@ -120,8 +116,7 @@ def test_stream_shapes_and_actions_match_the_expert(recordings):
 def test_shards_split_games(recordings):
     _, db, _ = recordings
     shards = [
-        nld.NLDSequences(db, "expert", batch_size=1, seq_length=64, rank=r, world_size=2)
-        for r in (0, 1)
+        nld.NLDSequences(db, "expert", batch_size=1, seq_length=64, rank=r, world_size=2) for r in (0, 1)
     ]
     seen = [{int(g) for b in s for g in b["gameids"][b["valid"]].unique()} for s in shards]
     assert len(seen[0]) == len(seen[1]) == 1 and not seen[0] & seen[1]

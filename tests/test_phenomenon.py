@@ -1,9 +1,10 @@
 """The headline phenomenon on AppleRetrieval: vanilla fine-tuning forgets FAR, EWC and BC keep it.
 
 π* is pre-trained on FAR (phase 2) only. While fine-tuning learns CLOSE (phase 1) it moves the bias
-both phases share, so vanilla fine-tuning's FAR return collapses (it re-learns FAR only late); EWC,
-whose Fisher weights the bias heavily, keeps FAR, and so does behavioural-cloning replay of π*'s FAR states. Judged over the whole run (its minimum and mean),
-with fixed seeds and margins far wider than seed noise.
+both phases share, so vanilla fine-tuning's FAR return collapses (it re-learns FAR only late). EWC,
+whose Fisher weights the bias heavily, keeps FAR, and so does behavioural-cloning replay of π*'s
+FAR states. Judged over the whole run (its minimum and mean), with fixed seeds and margins far
+wider than seed noise.
 """
 
 import json

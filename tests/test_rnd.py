@@ -83,9 +83,7 @@ def test_intrinsic_normaliser_divides_by_std_of_discounted_returns():
     assert torch.allclose(rnd.int_return_rms.var, returns.var(unbiased=False), rtol=1e-3)
     assert torch.allclose(normalised, rewards / rnd.int_return_rms.std.float())
     rnd.normalise_intrinsic(torch.zeros(2, 1))  # the discounted sum carries over rollouts
-    assert torch.allclose(
-        rnd.discounted_int_return, torch.tensor([0.875, 0.25], dtype=torch.float64)
-    )
+    assert torch.allclose(rnd.discounted_int_return, torch.tensor([0.875, 0.25], dtype=torch.float64))
 
 
 def test_combined_advantage_weights_two_gae_streams():
@@ -94,9 +92,7 @@ def test_combined_advantage_weights_two_gae_streams():
     r_ext, r_int, v_ext, nv_ext, v_int, nv_int = (torch.randn(shape, generator=g) for _ in range(6))
     done = torch.zeros(shape, dtype=torch.bool)
     done[:, 2] = True
-    adv, target_ext, target_int = combined_advantage(
-        r_ext, r_int, v_ext, nv_ext, v_int, nv_int, done, done
-    )
+    adv, target_ext, target_int = combined_advantage(r_ext, r_int, v_ext, nv_ext, v_int, nv_int, done, done)
     a_ext, t_ext = generalized_advantage_estimate(0.999, 0.95, v_ext, nv_ext, r_ext, done, done)
     never = torch.zeros_like(done)
     a_int, t_int = generalized_advantage_estimate(0.99, 0.95, v_int, nv_int, r_int, never, never)

@@ -64,10 +64,7 @@ def _area_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     The frames match ale-py's vector env to within one grey level.
     """
     scale = n_in / n_out
-    spans = [
-        range(int(np.floor(j * scale)), min(int(np.ceil((j + 1) * scale)), n_in))
-        for j in range(n_out)
-    ]
+    spans = [range(int(np.floor(j * scale)), min(int(np.ceil((j + 1) * scale)), n_in)) for j in range(n_out)]
     width = max(len(span) for span in spans)
     index = np.zeros((width, n_out), dtype=np.int64)
     weight = np.zeros((width, n_out), dtype=np.float32)
@@ -139,9 +136,7 @@ class MontezumaEnv(EnvBase):
         if start_states is not None and len(start_states) == 0:
             raise ValueError("start_states is empty: build a pool that reached the wanted rooms")
         if frame_skip < 2:
-            raise ValueError(
-                f"frame_skip must be >= 2 (max over the last two frames), got {frame_skip}"
-            )
+            raise ValueError(f"frame_skip must be >= 2 (max over the last two frames), got {frame_skip}")
         super().__init__(batch_size=torch.Size([num_envs]), device=device)
         self.num_envs = num_envs
         self.backend = backend
@@ -154,9 +149,7 @@ class MontezumaEnv(EnvBase):
         self._seed = seed
         self._rng = np.random.default_rng(seed)
         self._restorable = (
-            None
-            if start_states is None
-            else [start_states.ale_state(i) for i in range(len(start_states))]
+            None if start_states is None else [start_states.ale_state(i) for i in range(len(start_states))]
         )
         n = num_envs
         self._steps = np.zeros(n, dtype=np.int64)
@@ -204,9 +197,7 @@ class MontezumaEnv(EnvBase):
         self._make_specs(n, n_actions)
 
     def _make_ales(self) -> None:
-        self._ales = [
-            make_ale(self._seed * 1000 + i, self.sticky_prob) for i in range(self.num_envs)
-        ]
+        self._ales = [make_ale(self._seed * 1000 + i, self.sticky_prob) for i in range(self.num_envs)]
         ale = self._ales[0]
         actions = ale.getLegalActionSet() if self.full_action_space else ale.getMinimalActionSet()
         self._actions = list(actions)
@@ -354,12 +345,8 @@ class MontezumaEnv(EnvBase):
             slot = np.minimum(ram["level"], LEVEL_SLOTS - 1) * ROOMS_PER_LEVEL_SLOT + ram["room"]
             self._visited[np.arange(self.num_envs), slot] = True
 
-    def _output(
-        self, ram: dict[str, np.ndarray], far_success: np.ndarray, end: np.ndarray
-    ) -> TensorDict:
-        rooms_visited = (
-            self._visited.sum(1) if self.backend == "ale" else np.full(self.num_envs, -1)
-        )
+    def _output(self, ram: dict[str, np.ndarray], far_success: np.ndarray, end: np.ndarray) -> TensorDict:
+        rooms_visited = self._visited.sum(1) if self.backend == "ale" else np.full(self.num_envs, -1)
         values = {key: torch.from_numpy(value.copy()) for key, value in ram.items()}
         return TensorDict(
             {
@@ -379,9 +366,7 @@ class MontezumaEnv(EnvBase):
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         mask = None if tensordict is None else tensordict.get("_reset", None)
-        mask = (
-            np.ones(self.num_envs, dtype=bool) if mask is None else mask.reshape(-1).cpu().numpy()
-        )
+        mask = np.ones(self.num_envs, dtype=bool) if mask is None else mask.reshape(-1).cpu().numpy()
         index = np.flatnonzero(mask)
         if self.backend == "ale":
             self._ale_reset(index)
@@ -395,9 +380,7 @@ class MontezumaEnv(EnvBase):
         self._mark_visited(ram)
         self._start_room[index] = ram["room"][index]
         self._armed[index] = np.isin(ram["room"][index], self.far_rooms) & (self.backend == "ale")
-        out = self._output(
-            ram, np.zeros(self.num_envs, dtype=bool), np.zeros(self.num_envs, dtype=bool)
-        )
+        out = self._output(ram, np.zeros(self.num_envs, dtype=bool), np.zeros(self.num_envs, dtype=bool))
         out.update(self.full_done_spec.zero())
         return out
 

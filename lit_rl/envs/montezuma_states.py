@@ -154,11 +154,7 @@ class StartStatePool:
             raise ValueError(
                 f"{path}: not a start-state pool file ({err.__class__.__name__}); {fix}"
             ) from None
-        if (
-            not isinstance(data, dict)
-            or data.get("version") != POOL_VERSION
-            or data.get("game") != GAME
-        ):
+        if not isinstance(data, dict) or data.get("version") != POOL_VERSION or data.get("game") != GAME:
             found = data.get("version") if isinstance(data, dict) else type(data).__name__
             raise ValueError(
                 f"{path}: expected a {GAME} pool of version {POOL_VERSION}, found {found!r}; {fix}"
@@ -175,9 +171,7 @@ class StartStatePool:
             for state in pool.states:
                 ale_py.ALEState(state)
         except (KeyError, TypeError, ValueError, AttributeError, SystemError) as err:
-            raise ValueError(
-                f"{path}: corrupt start-state pool ({err.__class__.__name__}); {fix}"
-            ) from None
+            raise ValueError(f"{path}: corrupt start-state pool ({err.__class__.__name__}); {fix}") from None
         return pool
 
 
@@ -384,14 +378,10 @@ def _describe(pool: StartStatePool) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`build` a pool by exploration, or print `info` on a pool file."""
-    parser = argparse.ArgumentParser(
-        prog="python -m lit_rl.envs.montezuma_states", description=main.__doc__
-    )
+    parser = argparse.ArgumentParser(prog="python -m lit_rl.envs.montezuma_states", description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="explore with state restore and save states per room")
-    build.add_argument(
-        "--rooms", type=int, nargs="*", default=None, help="rooms to keep (default: all)"
-    )
+    build.add_argument("--rooms", type=int, nargs="*", default=None, help="rooms to keep (default: all)")
     build.add_argument("--frames", type=int, default=2_000_000, help="emulator frame budget")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--per-room", type=int, default=200, help="max states kept per room")
@@ -416,9 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(_describe(pool))
     if len(pool) == 0:
-        print(
-            f"no state reached rooms {args.rooms}; nothing written to {args.out}", file=sys.stderr
-        )
+        print(f"no state reached rooms {args.rooms}; nothing written to {args.out}", file=sys.stderr)
         return 1
     print(f"wrote {pool.save(args.out)}")
     return 0

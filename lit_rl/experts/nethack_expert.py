@@ -171,9 +171,7 @@ class _Level:
     visited: np.ndarray = field(default_factory=lambda: np.zeros(ROWS * COLS, dtype=bool))
     searched: np.ndarray = field(default_factory=lambda: np.zeros(ROWS * COLS, dtype=np.int32))
     # The terrain last seen under each cell, so doors and stairs stay known under '@' and items.
-    terrain: np.ndarray = field(
-        default_factory=lambda: np.full(ROWS * COLS, UNKNOWN, dtype=np.int8)
-    )
+    terrain: np.ndarray = field(default_factory=lambda: np.full(ROWS * COLS, UNKNOWN, dtype=np.int8))
     # Moves that failed without time passing: (from, to) -> (failures, step of the last one).
     blocked: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
     kicks: dict[int, int] = field(default_factory=dict)  # locked door -> kicks so far
@@ -420,9 +418,7 @@ class NetHackExpert:
         return digits[0]
 
     # ---------------------------------------------------------------- navigation
-    def _passable(
-        self, level: _Level, glyphs: np.ndarray, classes: np.ndarray, daring: bool
-    ) -> np.ndarray:
+    def _passable(self, level: _Level, glyphs: np.ndarray, classes: np.ndarray, daring: bool) -> np.ndarray:
         """Cells a path may cross; `daring` also walks onto known traps and pushes boulders."""
         passable = _WALKABLE[classes] & ~GLYPH_AVOID[glyphs]
         if daring:
@@ -488,11 +484,7 @@ class NetHackExpert:
         # Explored all we can reach: descend even if not yet strong enough for the next level.
         stairs = [c for c in order if level.terrain[c] in (DOWNSTAIRS, TRAPDOOR)]
         if stairs:
-            return (
-                DOWN
-                if stairs[0] == here
-                else self._first_step(level, here, stairs[0], parent, classes)
-            )
+            return DOWN if stairs[0] == here else self._first_step(level, here, stairs[0], parent, classes)
         unknown = (classes == UNKNOWN).reshape(ROWS, COLS)
         target = self._search_spot(level, unknown, safe_order)
         if target == here:

@@ -18,9 +18,7 @@ from torchrl.modules import ActorValueOperator, ProbabilisticActor
 FEATURES = 512
 
 
-def nature_trunk(
-    in_channels: int, out_features: int = FEATURES, *, leaky: bool = False
-) -> nn.Sequential:
+def nature_trunk(in_channels: int, out_features: int = FEATURES, *, leaky: bool = False) -> nn.Sequential:
     """conv 32 8×8 s4 → conv 64 4×4 s2 → conv 64 3×3 s1 → FC 512 on 84×84 inputs (float).
 
     `leaky` swaps ReLU for LeakyReLU, as RND's target and predictor networks do.

@@ -54,8 +54,7 @@ class RunningMeanStd(nn.Module):
         total = self.count + n
         delta = batch_mean - self.mean
         self.var.copy_(
-            (self.var * self.count + batch_var * n + delta.square() * self.count * n / total)
-            / total
+            (self.var * self.count + batch_var * n + delta.square() * self.count * n / total) / total
         )
         self.mean.add_(delta * n / total)
         self.count.copy_(total)

@@ -75,9 +75,7 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.body = nn.Sequential(
-            _conv_bn_elu(channels, channels), _conv_bn_elu(channels, channels)
-        )
+        self.body = nn.Sequential(_conv_bn_elu(channels, channels), _conv_bn_elu(channels, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -212,9 +210,7 @@ class ScaledNet(nn.Module):
     def _embed(self, chars: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
         """[B, H, W] characters and colours -> [B, 2*embedding, H, W]."""
         colors = colors.long().clamp(0, NUM_COLORS - 1)
-        embedded = torch.cat(
-            [self.char_embedding(chars.long()), self.color_embedding(colors)], dim=-1
-        )
+        embedded = torch.cat([self.char_embedding(chars.long()), self.color_embedding(colors)], dim=-1)
         return embedded.permute(0, 3, 1, 2)
 
     def _crop(self, grid: torch.Tensor, cursor: torch.Tensor, fill: int) -> torch.Tensor:

@@ -33,9 +33,7 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
 
 
 def save_policy(path: str | os.PathLike, policy: nn.Module, description: dict) -> None:
-    atomic_torch_save(
-        {"format": FORMAT, "model": description, "state_dict": policy.state_dict()}, path
-    )
+    atomic_torch_save({"format": FORMAT, "model": description, "state_dict": policy.state_dict()}, path)
 
 
 def load_policy(path: str | os.PathLike, policy: nn.Module, description: dict) -> None:

@@ -1,0 +1,186 @@
+"""PPO + RND (Burda et al. 2019) on top of `PPOFineTuning`, for Montezuma's Revenge (paper §4).
+
+Only the three hooks change; collection, retention terms, logging and the frame budget stay as in
+`PPOFineTuning`:
+
+- ``compute_advantage``: intrinsic reward = RND prediction error on the next frame, divided by the
+  running std of discounted intrinsic returns; GAE per stream (extrinsic γ 0.999 episodic,
+  intrinsic γ 0.99 non-episodic), A = 2·A_ext + 1·A_int (`lit_rl.models.rnd.combined_advantage`).
+- the critic loss covers both value heads at once: the PPO loss sees the critic's two heads as one
+  two-column value (``state_values``) against a two-column ``value_target`` (the l2 loss averages
+  the two columns). When actor and critic share their trunk, the loss's critic is only the value
+  heads: TorchRL's PPO loss runs the actor first on the same minibatch TensorDict, so the heads read
+  the ``hidden`` features (with their graph) it just computed, and the trunk runs once instead of
+  twice per minibatch (same gradients; 1.7× faster; tests/test_montezuma_scenario.py checks both).
+- ``extra_losses``: RND predictor loss on a random 25 % of the minibatch (update proportion).
+
+The observation normaliser is warmed up with ``obs_warmup_steps`` random-action steps of every
+training env before the first update (paper: 50); its statistics are buffers, so checkpoints carry
+them and a resumed run does not warm up again.
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModule, TensorDictSequential
+from torch import nn
+from torchrl.objectives import ClipPPOLoss
+
+from lit_rl.models.rnd import (
+    EXT_COEF,
+    GAMMA_INT,
+    INT_COEF,
+    RND,
+    UPDATE_PROPORTION,
+    WARMUP_STEPS,
+    combined_advantage,
+    warm_up_observation_stats,
+)
+from lit_rl.scenarios.base import Scenario
+from lit_rl.training.finetune import PPOFineTuning
+
+VALUE_PAIR = "state_values"
+TARGET_PAIR = "value_target"
+
+
+class _Concat(nn.Module):
+    def forward(self, extrinsic: torch.Tensor, intrinsic: torch.Tensor) -> torch.Tensor:
+        return torch.cat([extrinsic, intrinsic], dim=-1)
+
+
+def _value_heads(actor: nn.Module, critic: nn.Module) -> nn.Module:
+    """The critic without the trunk it shares with the actor (else the whole critic)."""
+    if (
+        isinstance(critic, TensorDictSequential)
+        and isinstance(actor, TensorDictSequential)
+        and len(critic.module) > 1
+        and critic.module[0] is actor.module[0]
+    ):
+        return TensorDictSequential(*critic.module[1:])
+    return critic
+
+
+class RNDFineTuning(PPOFineTuning):
+    """`PPOFineTuning` with RND exploration and two value streams (paper section 4).
+
+    Args (beyond `PPOFineTuning`'s; ``gamma`` is the extrinsic discount):
+        ext_coef, int_coef: weights of the extrinsic and intrinsic advantages (2.0, 1.0).
+        gamma_int: intrinsic discount (0.99).
+        rnd_update_proportion: share of each minibatch the RND predictor trains on (0.25).
+        obs_warmup_steps: random-action steps per env that seed the observation normaliser (50).
+        clip_extrinsic_reward: clip game rewards to [-1, 1] as RND does (scores are 100s–1000s).
+        pretraining_data: a π* trajectory folder from `lit_rl.data.montezuma_bc`; when set, BC and
+            EWC sample its states instead of fresh π* rollouts from the FAR pool.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        ext_coef: float = EXT_COEF,
+        int_coef: float = INT_COEF,
+        gamma_int: float = GAMMA_INT,
+        rnd_update_proportion: float = UPDATE_PROPORTION,
+        obs_warmup_steps: int = WARMUP_STEPS,
+        clip_extrinsic_reward: bool = True,
+        pretraining_data: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(scenario=scenario, **kwargs)
+        hp = self.hparams
+        self.rnd = RND(update_proportion=rnd_update_proportion, gamma_int=gamma_int)
+        self.register_buffer("obs_warmed_up", torch.tensor(False))
+        critic_pair = TensorDictSequential(
+            _value_heads(self.policy["actor"], self.policy["critic"]),
+            TensorDictModule(_Concat(), in_keys=["state_value", "state_value_int"], out_keys=[VALUE_PAIR]),
+        )
+        entropy = hp.entropy_coef
+        if self.retention and hp.entropy_coef_with_retention is not None:
+            entropy = hp.entropy_coef_with_retention
+        self.ppo_loss = ClipPPOLoss(
+            self.policy["actor"],
+            critic_pair,
+            clip_epsilon=hp.clip_epsilon,
+            entropy_bonus=entropy > 0,
+            entropy_coeff=entropy,
+            critic_coeff=hp.critic_coef,
+            loss_critic_type="l2",
+            normalize_advantage=True,
+        )
+        self.ppo_loss.set_keys(value=VALUE_PAIR, value_target=TARGET_PAIR)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if not bool(self.obs_warmed_up) and self.hparams.obs_warmup_steps > 0:
+            hp = self.hparams
+            env = self.scenario.make_env(hp.num_envs, hp.train_start, self._env_seed() + 500)
+            warm_up_observation_stats(self.rnd, env, hp.obs_warmup_steps)
+            env.close()
+            self.obs_warmed_up.fill_(True)
+
+    def configure_optimizers(self):
+        optimizer = super().configure_optimizers()
+        lr = self.hparams.lr
+        optimizer.add_param_group({"params": list(self.rnd.predictor.parameters()), "lr": lr, "base_lr": lr})
+        return optimizer
+
+    def _pretraining_states(self, n: int) -> TensorDictBase:
+        if self.hparams.pretraining_data is None:
+            return super()._pretraining_states(n)
+        if not hasattr(self, "_state_source"):
+            from lit_rl.data.montezuma_bc import load_trajectory_buffer
+
+            self._state_source = load_trajectory_buffer(self.hparams.pretraining_data)
+        return self._state_source.sample(n).to(self.device)
+
+    # --- hooks ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def compute_advantage(self, batch: TensorDictBase) -> None:
+        """Two-stream GAE on the [envs, time] batch; writes ``advantage``, the two-column
+        ``value_target`` and ``reward_int`` (normalised intrinsic reward, for logging)."""
+        hp = self.hparams
+        critic = self.policy["critic"]
+        values = critic(batch.select("pixels").clone(False))
+        next_values = critic(batch["next"].select("pixels").clone(False))
+        next_pixels = batch["next", "pixels"]
+        raw_int = self.rnd.intrinsic_reward(next_pixels)
+        reward_int = self.rnd.normalise_intrinsic(raw_int, time_dim=1).unsqueeze(-1)
+        self.rnd.update_obs_stats(next_pixels)
+        reward_ext = batch["next", "reward"]
+        if hp.clip_extrinsic_reward:
+            reward_ext = reward_ext.clamp(-1.0, 1.0)
+        advantage, target_ext, target_int = combined_advantage(
+            reward_ext,
+            reward_int,
+            values["state_value"],
+            next_values["state_value"],
+            values["state_value_int"],
+            next_values["state_value_int"],
+            batch["next", "done"],
+            batch["next", "terminated"],
+            gamma_ext=hp.gamma,
+            gamma_int=hp.gamma_int,
+            lmbda=hp.gae_lambda,
+            ext_coef=hp.ext_coef,
+            int_coef=hp.int_coef,
+        )
+        batch.set("advantage", advantage)
+        batch.set(TARGET_PAIR, torch.cat([target_ext, target_int], dim=-1))
+        batch.set("reward_int", reward_int)
+        if self._trainer is None:
+            return
+        self.log_dict(
+            {
+                "train/reward_int": reward_int.mean(),
+                "train/reward_int_raw": raw_int.mean(),
+                "train/reward_ext": batch["next", "reward"].mean(),
+            },
+            on_step=True,
+            batch_size=1,
+        )
+
+    def extra_losses(self, minibatch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """RND predictor loss on the next frames (Burda et al. 2019, eq. for the predictor MSE)."""
+        return {"loss_rnd": self.rnd.loss(minibatch["next", "pixels"])}
