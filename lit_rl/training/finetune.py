@@ -243,14 +243,26 @@ class PPOFineTuning(LightningModule):
             pretraining_states=self._pretraining_states,
         )
         for method in self.retention.values():
-            method.prepare(self._context)
+            self._prepare_once(method)
             method.on_env_frames(int(self.env_frames))
 
+    def _prepare_once(self, method) -> None:
+        """Rank 0 prepares a method (Fisher, θ*, …); under DDP the other ranks receive its state."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            method.prepare(self._context)
+            return
+        if trainer.is_global_zero:
+            method.prepare(self._context)
+        method.load_state_dict(trainer.strategy.broadcast(method.state_dict(), src=0))
+
     def _pretraining_states(self, n: int) -> TensorDictBase:
+        """Pre-training states; under DDP each rank draws its own shard (its own rollout seed)."""
         if not hasattr(self, "_state_source"):
             hp = self.hparams
+            rank = self.trainer.global_rank if self._trainer is not None else 0
             self._state_source = TeacherRolloutStates(
-                self.scenario, self.teacher, hp.pretraining_state_frames, hp.num_envs, hp.seed
+                self.scenario, self.teacher, hp.pretraining_state_frames, hp.num_envs, hp.seed + 1000 * rank
             )
         return self._state_source(n).to(self.device)
 
@@ -358,4 +370,5 @@ class PPOFineTuning(LightningModule):
         metrics["train/env_frames"] = float(self.env_frames)
         metrics["train/nonfinite_updates"] = float(self.nonfinite_updates)
         metrics["train/simulator_restarts"] = float(self.simulator_restarts)
-        self.log_dict(metrics, on_step=True, batch_size=1, sync_dist=False)
+        distributed = self._trainer is not None and self.trainer.world_size > 1
+        self.log_dict(metrics, on_step=True, batch_size=1, sync_dist=distributed)
