@@ -1,0 +1,1 @@
+"""Datasets: NetHack Learning Dataset ingestion and the expert-demonstration recorder."""
