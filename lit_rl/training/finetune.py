@@ -116,7 +116,7 @@ class PPOFineTuning(LightningModule):
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"unknown optimizer {optimizer!r}: choose 'adam' or 'sgd'")
         scenario.check_start(train_start)
-        self.save_hyperparameters(ignore=["scenario"])
+        self.save_hyperparameters()
         self.automatic_optimization = False
         self.scenario = scenario
         self.policy = scenario.make_policy().modules()
