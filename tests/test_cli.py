@@ -88,3 +88,13 @@ def test_existing_run_folder_needs_resume(pretrained_apple, tmp_path):
               "--run_dir", str(run)])  # fmt: skip
     assert exit_info.value.code == 2
     assert (run / "summary.json").read_text() == before
+
+
+def test_validate_rebuilds_the_model_from_a_checkpoint(pretrained_apple, tmp_path):
+    """`make eval`: `lit-rl validate --ckpt_path` evaluates CLOSE and FAR of a saved run."""
+    run = tmp_path / "run"
+    fit(*TINY, "--model.pretrained", str(pretrained_apple), "--run_dir", str(run))
+    result = run_cli("validate", *APPLE, *TRAINER, "--model.eval_episodes", "16",
+                     "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "eval/far/return_mean" in result.stdout and "eval/close/success_rate" in result.stdout
