@@ -308,6 +308,15 @@ class NetHackBatchEnv(EnvBase):
                     break
         return game.done()
 
+    def _dismiss_waits(self, i: int) -> None:
+        """Answer a --More-- or a prompt left open by a truncated episode before NLE resets the
+        game: resetting a game that waits for a key aborts the whole process."""
+        game, internal = self._games[i]._pynethack, self._internal[i]
+        for _ in range(_MAX_SETUP_KEYS):
+            if game.done() or not (internal[3] or internal[1] or internal[2]):
+                return
+            game.step(_KEY_SPACE if internal[3] else _KEY_ESC)
+
     def _reset_game(self, i: int) -> None:
         """Starts game ``i``'s next episode: fresh seeded game or a replayed start state."""
         if self.start_states is None:
@@ -319,6 +328,7 @@ class NetHackBatchEnv(EnvBase):
             core, disp = state.core_seed, state.disp_seed
         self._episodes[i] += 1
         game = self._games[i]
+        self._dismiss_waits(i)
         game.set_initial_seeds(core, disp, False)
         game.reset()
         for _ in range(_MAX_SETUP_KEYS):  # NLE's own reset: press space up to the move loop
