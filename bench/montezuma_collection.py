@@ -17,31 +17,16 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from ale_py.vector_env import AtariVectorEnv
 from torchrl.collectors import Collector
 
-from lit_rl.envs.montezuma import MAX_EPISODE_STEPS, STACK, MontezumaEnv
-from lit_rl.envs.montezuma_states import GAME
+from lit_rl.envs.montezuma import MontezumaEnv, make_vector_env
 
 RAW = "ale-py AtariVectorEnv (raw, C++ threads)"
 
 
 def raw_vector_batches(num_envs: int, seed: int) -> Iterator[int]:
     """Steps ale-py's vector env directly; yields the env steps done per call."""
-    env = AtariVectorEnv(
-        GAME,
-        num_envs,
-        frameskip=4,
-        repeat_action_probability=0.25,
-        stack_num=STACK,
-        grayscale=True,
-        maxpool=True,
-        noop_max=0,
-        use_fire_reset=False,
-        reward_clipping=False,
-        max_num_frames_per_episode=MAX_EPISODE_STEPS * 4,
-        autoreset_mode="SameStep",
-    )
+    env = make_vector_env(num_envs)
     env.reset(seed=seed)
     rng = np.random.default_rng(seed)
     n_actions = int(env.single_action_space.n)

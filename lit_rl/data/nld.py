@@ -62,13 +62,9 @@ def episode_starts_from_timestamps(
     timestamps = np.asarray(timestamps, dtype=np.int64)
     if previous is None:
         previous = np.zeros(timestamps.shape[:-1], dtype=np.int64)
-    before = np.concatenate(
-        [np.asarray(previous, dtype=np.int64)[..., None], timestamps[..., :-1]], -1
-    )
+    before = np.concatenate([np.asarray(previous, dtype=np.int64)[..., None], timestamps[..., :-1]], -1)
     step = timestamps - before
-    return ((step > gap_seconds * ticks_per_second) | (step < 0) | (before == 0)) & (
-        timestamps != 0
-    )
+    return ((step > gap_seconds * ticks_per_second) | (step < 0) | (before == 0)) & (timestamps != 0)
 
 
 def ttyrec_is_intact(path: str | os.PathLike) -> bool:
@@ -116,9 +112,7 @@ def build_index(
     if layout not in ("nle", "altorg"):
         raise ValueError(f"layout must be 'nle' or 'altorg', not {layout!r}")
     if layout == "nle" and not any(Path(data_dir).glob("*/*.xlogfile")):
-        raise FileNotFoundError(
-            f"no recorded games (*/nle.*.xlogfile) in {data_dir}: {MISSING_DATA_FIX}"
-        )
+        raise FileNotFoundError(f"no recorded games (*/nle.*.xlogfile) in {data_dir}: {MISSING_DATA_FIX}")
     dbfilename = str(dbfilename)
     if not nld.db.exists(dbfilename):
         nld.db.create(dbfilename)
@@ -164,8 +158,7 @@ def select_gameids(
         gameids = [row[0] for row in conn.execute(sql + " ORDER BY games.gameid", args)]
     if not gameids:
         raise ValueError(
-            f"no games in dataset {dataset_name!r} of {dbfilename} "
-            f"with role={role} race={race} align={align}"
+            f"no games in dataset {dataset_name!r} of {dbfilename} with role={role} race={race} align={align}"
         )
     return gameids
 
@@ -204,9 +197,7 @@ class NLDSequences(torch.utils.data.IterableDataset):
         self.dataset_name = dataset_name
         self.batch_size = batch_size
         self.seq_length = seq_length
-        self.gameids = (
-            list(gameids) if gameids is not None else select_gameids(dbfilename, dataset_name)
-        )
+        self.gameids = list(gameids) if gameids is not None else select_gameids(dbfilename, dataset_name)
         self.shuffle = shuffle
         self.loop_forever = loop_forever
         self.gap_seconds = gap_seconds
@@ -252,9 +243,7 @@ class NLDSequences(torch.utils.data.IterableDataset):
 
     def dataloader(self, num_workers: int = 0) -> torch.utils.data.DataLoader:
         """A loader over ready-made batches; each worker streams its own share of the games."""
-        return torch.utils.data.DataLoader(
-            self, batch_size=None, num_workers=num_workers, collate_fn=_as_is
-        )
+        return torch.utils.data.DataLoader(self, batch_size=None, num_workers=num_workers, collate_fn=_as_is)
 
     def __iter__(self) -> Iterator[TensorDict]:
         gameids = self._intact_games(self._shard())

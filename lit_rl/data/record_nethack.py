@@ -110,9 +110,7 @@ def record_start_states(
     out.mkdir(parents=True, exist_ok=True)
     for dlvl, records in found.items():
         if len(records) < count:
-            warnings.warn(
-                f"only {len(records)} of {count} start states reached Dlvl {dlvl}", stacklevel=2
-            )
+            warnings.warn(f"only {len(records)} of {count} start states reached Dlvl {dlvl}", stacklevel=2)
         (out / f"start_states_dlvl{dlvl}.json").write_text(json.dumps(records))
     return found
 

@@ -53,6 +53,38 @@ LEVEL_SLOTS = 8
 RAM_KEYS = ("room", "level", "keys", "inventory", "x", "y")
 
 
+def make_vector_env(
+    num_envs: int,
+    frame_skip: int = 4,
+    sticky_prob: float = 0.25,
+    full_action_space: bool = False,
+    max_episode_steps: int = MAX_EPISODE_STEPS,
+) -> AtariVectorEnv:
+    """ale-py's vector env with the paper's settings (84×84 grey, stack 4, life loss not terminal).
+
+    Shared by ``MontezumaEnv``'s vector back-end and the benchmark's raw baseline, so both always
+    run the same emulator settings.
+    """
+    return AtariVectorEnv(
+        GAME,
+        num_envs,
+        frameskip=frame_skip,
+        repeat_action_probability=sticky_prob,
+        full_action_space=full_action_space,
+        stack_num=STACK,
+        img_height=FRAME_SIZE,
+        img_width=FRAME_SIZE,
+        grayscale=True,
+        maxpool=True,
+        noop_max=0,
+        use_fire_reset=False,
+        episodic_life=False,
+        reward_clipping=False,
+        max_num_frames_per_episode=max_episode_steps * frame_skip,
+        autoreset_mode="SameStep",
+    )
+
+
 def _area_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     """Index and weight tables of area interpolation (as OpenCV's INTER_AREA) along one axis.
 
@@ -175,24 +207,7 @@ class MontezumaEnv(EnvBase):
             self._make_ales()
             n_actions = len(self._actions)
         else:
-            self._vec = AtariVectorEnv(
-                GAME,
-                n,
-                frameskip=frame_skip,
-                repeat_action_probability=sticky_prob,
-                full_action_space=full_action_space,
-                stack_num=STACK,
-                img_height=FRAME_SIZE,
-                img_width=FRAME_SIZE,
-                grayscale=True,
-                maxpool=True,
-                noop_max=0,
-                use_fire_reset=False,
-                episodic_life=False,
-                reward_clipping=False,
-                max_num_frames_per_episode=max_episode_steps * frame_skip,
-                autoreset_mode="SameStep",
-            )
+            self._vec = make_vector_env(n, frame_skip, sticky_prob, full_action_space, max_episode_steps)
             n_actions = int(self._vec.single_action_space.n)
         self._make_specs(n, n_actions)
 
