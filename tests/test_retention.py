@@ -28,6 +28,7 @@ from lit_rl.retention import (
     teacher_student_kl,
 )
 from lit_rl.scenarios.apple import AppleRetrieval
+from lit_rl.scenarios.base import TeacherLogits
 from lit_rl.training.finetune import PPOFineTuning
 from lit_rl.training.policy_io import save_policy
 
@@ -231,7 +232,7 @@ def test_retention_gradient_never_reaches_the_critic(tmp_path):
     )
     model.on_fit_start()
     _set_logistic(model.policy["actor"], -2.0, 0.5)  # move away from π* so every term has a slope
-    batch = model._pretraining_states(64)
+    batch = model.scenario.teacher_probe(model.teacher)(model._pretraining_states(64))
     actor_params = list(model.policy["actor"].parameters())
     critic_params = list(model.policy["critic"].parameters())
     for name, method in model.retention.items():
@@ -274,6 +275,11 @@ def test_teacher_student_kl_direction_is_teacher_to_student():
     torch.testing.assert_close(teacher_student_kl(p.log(), q.log()), forward)
 
 
+def _collected(obs: torch.Tensor, teacher) -> TensorDict:
+    """Rollout frames as the collector stores them with kickstarting: π* wrote ``teacher_logits``."""
+    return TeacherLogits(teacher)(_states(obs))
+
+
 def test_kickstarting_loss_is_coef_times_kl_on_rollout_states():
     """KS = coef · mean_s KL(π*(s) ‖ π_θ(s)) over the batch it is given (current rollouts).
 
@@ -285,7 +291,7 @@ def test_kickstarting_loss_is_coef_times_kl_on_rollout_states():
     method = Kickstarting(KSConfig(coef=0.6))
     obs = torch.linspace(-1.5, 1.5, 31)
     ctx = _ctx(actor, teacher)
-    loss = method.loss(ctx, _states(obs))
+    loss = method.loss(ctx, _collected(obs, teacher))
     expected = 0.6 * _bernoulli_kl(torch.sigmoid(2.0 * obs + 1.0), torch.sigmoid(-obs + 0.3)).mean()
     reverse = 0.6 * _bernoulli_kl(torch.sigmoid(-obs + 0.3), torch.sigmoid(2.0 * obs + 1.0)).mean()
     assert abs(expected - reverse) > 1e-2
@@ -298,7 +304,8 @@ def test_kickstarting_loss_is_coef_times_kl_on_rollout_states():
 def test_kickstarting_loss_is_zero_when_student_equals_teacher():
     """KS vanishes (with zero gradient) while π_θ = π*."""
     actor = _logistic_actor(0.7, -0.2)
-    loss = Kickstarting(KSConfig()).loss(_ctx(actor), _states(torch.linspace(-1, 1, 11)))
+    ctx = _ctx(actor)
+    loss = Kickstarting(KSConfig()).loss(ctx, _collected(torch.linspace(-1, 1, 11), ctx.teacher))
     assert abs(loss.item()) < 1e-7
     loss.backward()
     assert all(p.grad.abs().max() < 1e-7 for p in actor.parameters())

@@ -302,3 +302,21 @@ class NLDSequences(torch.utils.data.IterableDataset):
 def _as_is(batch: TensorDict) -> TensorDict:
     """Collate nothing: the default would iterate a TensorDict's rows as if they were keys."""
     return batch
+
+
+def policy_chunks(stream: Iterator[TensorDict]) -> Iterator[TensorDict]:
+    """``NLDSequences`` batches renamed to the keys the NetHack policy and the collector use
+    (``action``, ``prev_action``, ``is_init``), for BC replay and EWC inside fine-tuning."""
+    for chunk in stream:
+        yield TensorDict(
+            {
+                "tty_chars": chunk["tty_chars"],
+                "tty_colors": chunk["tty_colors"],
+                "tty_cursor": chunk["tty_cursor"],
+                "prev_action": chunk["prev_actions"],
+                "action": chunk["actions"],
+                "is_init": chunk["episode_start"],
+                "valid": chunk["valid"],
+            },
+            batch_size=chunk.batch_size,
+        )

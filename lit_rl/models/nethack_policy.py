@@ -41,6 +41,8 @@ warnings.filterwarnings("ignore", message=".*batching rule for aten::embedding_b
 
 OBSERVATION_KEYS = ["tty_chars", "tty_colors", "tty_cursor", "prev_action"]
 STATE_KEYS = ["recurrent_state_h", "recurrent_state_c"]
+#: π*'s own LSTM state when kickstarting runs it next to the student in the collector
+TEACHER_STATE_KEYS = ["teacher_state_h", "teacher_state_c"]
 IN_KEYS = [*OBSERVATION_KEYS, "is_init", *STATE_KEYS]
 
 
@@ -53,14 +55,14 @@ def lstm_step(lstm: nn.LSTM, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
     return h, c
 
 
-def _flat_inputs(td: TensorDictBase, net: ScaledNet):
+def _flat_inputs(td: TensorDictBase, net: ScaledNet, state_keys: list[str] = STATE_KEYS):
     """Observation tensors and (h, c) of a TensorDict, flattened to one step per row."""
     n = td.numel()
     obs = [td.get(k).reshape(n, *td.get(k).shape[td.ndim :]) for k in OBSERVATION_KEYS]
     is_init = td.get("is_init", None)
     is_init = torch.zeros(n, dtype=torch.bool, device=obs[0].device) if is_init is None else is_init
     state = []
-    for key in STATE_KEYS:
+    for key in state_keys:
         value = td.get(key, None)
         if value is None:
             value = obs[0].new_zeros(n, net.config.hidden, dtype=torch.float32)
@@ -130,40 +132,72 @@ class RecurrentLogits(TensorDictModuleBase):
 
     ``module`` (a ``StepLogits``) and ``in_keys`` follow ``TensorDictModule``'s attribute names, so
     code that calls the logits network on plain tensors (EWC's per-sample Fisher) finds it.
+    ``state_keys`` / ``logits_key`` rename what it reads and writes: kickstarting runs π* beside the
+    student with ``TEACHER_STATE_KEYS`` and ``teacher_logits`` (``with_keys``), so each keeps its
+    own recurrent state in the same rollout.
     """
 
-    def __init__(self, net: ScaledNet):
+    def __init__(self, net: ScaledNet, state_keys: list[str] = STATE_KEYS, logits_key: str = "logits"):
         super().__init__()
         self.module = StepLogits(SingleStep(net))
-        self.in_keys = list(IN_KEYS)
-        self.out_keys = ["logits", *(("next", k) for k in STATE_KEYS)]
+        self.state_keys, self.logits_key = list(state_keys), logits_key
+        self.in_keys = [*OBSERVATION_KEYS, "is_init", *self.state_keys]
+        self.out_keys = [logits_key, *(("next", k) for k in self.state_keys)]
 
     @property
     def net(self) -> ScaledNet:
         return self.module.step.net
 
+    def with_keys(self, state_keys: list[str], logits_key: str) -> RecurrentLogits:
+        """The same network (shared weights) reading and writing other keys."""
+        return RecurrentLogits(self.net, state_keys, logits_key)
+
     def forward(self, td: TensorDictBase) -> TensorDictBase:
         if td.ndim == 2:
             return self._sequence(td)
-        obs, is_init, (h, c) = _flat_inputs(td, self.net)
+        obs, is_init, (h, c) = _flat_inputs(td, self.net, self.state_keys)
         logits, _, h, c = self.module.step(*obs, is_init, h, c)
-        td.set("logits", logits.reshape(*td.shape, NUM_ACTIONS))
-        td.set(("next", STATE_KEYS[0]), h.reshape(*td.shape, -1))
-        td.set(("next", STATE_KEYS[1]), c.reshape(*td.shape, -1))
+        td.set(self.logits_key, logits.reshape(*td.shape, NUM_ACTIONS))
+        td.set(("next", self.state_keys[0]), h.reshape(*td.shape, -1))
+        td.set(("next", self.state_keys[1]), c.reshape(*td.shape, -1))
         return td
 
-    def _sequence(self, td: TensorDictBase) -> TensorDictBase:
-        """[B, T] rows replayed through the LSTM from the stored state of their first step."""
+    def replay(self, td: TensorDictBase, hidden: tuple[torch.Tensor, torch.Tensor] | None):
+        """Logits of [B, T] rows replayed through the fused LSTM from ``hidden`` (zeros if None),
+        resetting where ``is_init`` is set; returns them with the state after the last step."""
         batch, steps = td.shape
-        hidden = None
-        if STATE_KEYS[0] in td.keys():
-            hidden = (td.get(STATE_KEYS[0])[:, 0], td.get(STATE_KEYS[1])[:, 0])
         is_init = td.get("is_init", None)
         if is_init is not None:
             is_init = is_init.reshape(batch, steps)
         obs = [td.get(k) for k in OBSERVATION_KEYS]
-        logits, _, _ = self.net(*obs, hidden=hidden, is_init=is_init)
-        td.set("logits", logits)
+        logits, _, hidden = self.net(*obs, hidden=hidden, is_init=is_init)
+        return logits, hidden
+
+    def annotate_states(self, td: TensorDictBase, hidden: tuple[torch.Tensor, torch.Tensor] | None):
+        """Write into [B, T] rows the LSTM state before each frame (``state_keys``), stepping one
+        frame at a time from ``hidden``; returns the state after the last frame. Turns recorded
+        sequences into flat states a single-step evaluation (the per-sample EWC Fisher) can read."""
+        batch, steps = td.shape
+        if hidden is None:
+            zeros = torch.zeros(batch, self.net.config.hidden, device=td.device)
+            hidden = (zeros, zeros)
+        h, c = hidden
+        before_h, before_c = [], []
+        for t in range(steps):
+            obs, is_init, _ = _flat_inputs(td[:, t], self.net, [])
+            before_h.append(h)
+            before_c.append(c)
+            _, _, h, c = self.module.step(*obs, is_init, h, c)
+        td.set(self.state_keys[0], torch.stack(before_h, 1))
+        td.set(self.state_keys[1], torch.stack(before_c, 1))
+        return h, c
+
+    def _sequence(self, td: TensorDictBase) -> TensorDictBase:
+        """[B, T] rows replayed through the LSTM from the stored state of their first step."""
+        hidden = None
+        if self.state_keys[0] in td.keys():
+            hidden = (td.get(self.state_keys[0])[:, 0], td.get(self.state_keys[1])[:, 0])
+        td.set(self.logits_key, self.replay(td, hidden)[0])
         return td
 
 
@@ -206,6 +240,8 @@ def make_actor_critic(net: ScaledNet) -> tuple[ProbabilisticActor, RecurrentValu
 
 
 def recurrent_primer(num_envs: int, hidden: int) -> TensorDictPrimer:
-    """Env transform that puts zero LSTM states in every reset (and keeps the policy's on steps)."""
-    specs = {key: Unbounded(shape=(num_envs, hidden), dtype=torch.float32) for key in STATE_KEYS}
+    """Env transform that puts zero LSTM states in every reset (and keeps the policy's on steps),
+    for the student and for a kickstarting teacher running beside it."""
+    keys = [*STATE_KEYS, *TEACHER_STATE_KEYS]
+    specs = {key: Unbounded(shape=(num_envs, hidden), dtype=torch.float32) for key in keys}
     return TensorDictPrimer(Composite(specs, shape=(num_envs,)), reset_key="_reset")

@@ -25,6 +25,9 @@ class RetentionContext:
     teacher: ProbabilisticActor
     #: returns a batch of states from the pre-training data (n states)
     pretraining_states: Callable[[int], TensorDictBase]
+    #: recurrent policies only: the next [rows, seq_length] chunk of pre-training sequences, each
+    #: row continuing the same row of the previous chunk (``is_init`` marks episode starts)
+    pretraining_sequences: Callable[[int, int], TensorDictBase] | None = None
 
 
 class RetentionMethod(nn.Module):
@@ -67,13 +70,31 @@ def buffer_name(param_name: str) -> str:
     return param_name.replace(".", "__")
 
 
-def teacher_student_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
-    """Mean over states of KL(π* ‖ π_θ) = Σ_a π*(a|s) (log π*(a|s) − log π_θ(a|s)) (paper §2)."""
+def teacher_student_kl(
+    teacher_logits: torch.Tensor, student_logits: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean over states of KL(π* ‖ π_θ) = Σ_a π*(a|s) (log π*(a|s) − log π_θ(a|s)) (paper §2);
+    with ``mask``, the mean over the states where it is True (padding in sequence chunks)."""
     teacher_logp = torch.log_softmax(teacher_logits, dim=-1)
     student_logp = torch.log_softmax(student_logits, dim=-1)
-    return (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1).mean()
+    kl = (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1)
+    return masked_mean(kl, mask)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` where ``mask`` is True (all of them when ``mask`` is None)."""
+    if mask is None:
+        return values.mean()
+    weight = mask.reshape(values.shape).to(values.dtype)
+    return (values * weight).sum() / weight.sum().clamp(min=1)
 
 
 def policy_logits(actor: ProbabilisticActor, states: TensorDictBase) -> torch.Tensor:
     """Logits of ``actor`` on ``states`` without sampling an action."""
     return actor.get_dist(states.copy()).logits
+
+
+def sequence_model(actor: ProbabilisticActor):
+    """A recurrent actor's logits module (its first module), whose ``replay(chunk, hidden)`` runs
+    [B, T] rows from a given LSTM state and returns the logits with the state after the last step."""
+    return actor.module[0]

@@ -1,17 +1,22 @@
 """States of the pre-training distribution, for methods that replay or estimate from it.
 
-When a scenario has no recorded dataset, π*'s own rollouts in the subspace it was trained on stand in
-for it (the paper's EWC and BC read the pre-training data). The states sit in a TorchRL replay buffer
-and are sampled uniformly.
+The paper's EWC and BC read the pre-training data. A scenario with a recorded dataset streams it
+(``Scenario.pretraining_sequences``); otherwise π*'s own rollouts in the subspace it was trained on
+stand in for it. Flat states sit in a TorchRL replay buffer and are sampled uniformly; recurrent
+policies read consecutive sequence chunks instead, so LSTM states can be carried across them.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Iterator
 
 import torch
 from tensordict import TensorDictBase
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+from lit_rl.retention.base import sequence_model
 from lit_rl.scenarios.base import Scenario
 
 
@@ -29,3 +34,54 @@ class TeacherRolloutStates:
 
     def __call__(self, n: int) -> TensorDictBase:
         return self.buffer.sample(n)
+
+
+class RolloutSequences:
+    """π*'s own rollouts from the pre-training subspace as [envs, steps] rows, handed out in
+    consecutive [envs, seq_length] chunks (cycling back to the start), for recurrent BC replay when
+    a scenario has no recorded dataset. Each row's first frame starts an episode (``is_init``), so
+    the carried LSTM states reset when the cycle begins again."""
+
+    def __init__(self, scenario: Scenario, teacher, frames: int, rows: int, seq_length: int, seed: int):
+        env = scenario.make_env(rows, scenario.pretraining_subspace, seed)
+        steps = seq_length * max(1, math.ceil(frames / (rows * seq_length)))
+        with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+            rollout = env.rollout(steps, teacher, break_when_any_done=False)
+        env.close()
+        keys = [k for k in rollout.keys() if k not in ("next", "logits")]
+        self.rollout = rollout.select(*keys)
+        self.rollout.set("valid", torch.ones(rollout.shape, dtype=torch.bool))
+        self.seq_length, self.cursor = seq_length, 0
+
+    def __iter__(self) -> Iterator[TensorDictBase]:
+        return self
+
+    def __next__(self) -> TensorDictBase:
+        chunk = self.rollout[:, self.cursor : self.cursor + self.seq_length]
+        self.cursor = (self.cursor + self.seq_length) % self.rollout.shape[1]
+        return chunk
+
+
+class DatasetStates:
+    """Flat frames of a recorded dataset, each carrying the LSTM state π* had before it.
+
+    π* replays the chunk stream with its state carried from chunk to chunk
+    (``RecurrentLogits.annotate_states``), so a single-step evaluation (EWC's Fisher) sees each
+    frame as π* would have in the recorded game. Padding frames are dropped.
+    """
+
+    def __init__(self, chunks: Iterator[TensorDictBase], teacher):
+        self.chunks, self.teacher = chunks, teacher
+        self.hidden: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def __call__(self, n: int) -> TensorDictBase:
+        frames, total = [], 0
+        while total < n:
+            chunk = next(self.chunks)
+            self.hidden = sequence_model(self.teacher).annotate_states(chunk, self.hidden)
+            flat = chunk.reshape(-1)
+            flat = flat[flat["valid"]]
+            frames.append(flat)
+            total += flat.numel()
+        return torch.cat(frames)[:n]

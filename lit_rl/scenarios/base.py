@@ -8,12 +8,34 @@ with, and the share of training frames spent in each subspace (the paper's "FAR 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
 from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
 from torch import nn
 from torchrl.envs import EnvBase
 from torchrl.modules import ProbabilisticActor, ValueOperator
+
+
+class TeacherLogits(TensorDictModuleBase):
+    """Writes π*'s logits for each collected frame as ``teacher_logits`` (kickstarting's target).
+
+    The collector runs it after the student's actor, so the KL is taken against π* on exactly the
+    states (and, for recurrent scenarios, the teacher's own recurrent state) of the rollout.
+    """
+
+    def __init__(self, teacher: ProbabilisticActor):
+        super().__init__()
+        self.teacher = teacher
+        self.in_keys = list(teacher.in_keys)
+        self.out_keys = ["teacher_logits"]
+
+    @torch.no_grad()
+    def forward(self, td: TensorDictBase) -> TensorDictBase:
+        td.set("teacher_logits", self.teacher.get_dist(td.copy()).logits)
+        return td
 
 
 @dataclass
@@ -51,6 +73,18 @@ class Scenario(ABC):
     @abstractmethod
     def visitation(self, batch: TensorDictBase) -> dict[str, float]:
         """Share of the batch's frames that lie in each subspace."""
+
+    def teacher_probe(self, teacher: ProbabilisticActor) -> TensorDictModuleBase:
+        """A module writing π*'s ``teacher_logits`` for every collected frame (kickstarting)."""
+        return TeacherLogits(teacher)
+
+    def pretraining_sequences(
+        self, rows: int, seq_length: int, seed: int, rank: int = 0, world_size: int = 1
+    ) -> Iterator[TensorDictBase] | None:
+        """Consecutive [rows, seq_length] chunks of the recorded pre-training dataset, in the
+        policy's keys plus ``valid``, each row continuing the row of the chunk before; ``None``
+        when the scenario has no dataset (π*'s own rollouts then stand in for it)."""
+        return None
 
     def describe(self) -> dict:
         """Settings that identify the model architecture, stored with checkpoints."""

@@ -160,8 +160,9 @@ class BehaviouralCloning(LightningModule):
     def warm_up_critic(self, frames: int, rollout_length: int = 32) -> None:
         """Regress the value head alone on π*'s own returns (clipped training reward, γ = 1)."""
         actor, critic = self.policy["actor"], self.policy["critic"]
+        self.policy.eval()  # before the collector, whose set-up already runs the actor once
         envs = self.hparams.warmup_envs
-        env = self.scenario.make_env(envs, "close", self.hparams.seed + 1, clip_reward=True)
+        env = self.scenario.make_env(envs, "close", self.hparams.seed + 1, training=True)
         per_batch = envs * rollout_length
         collector = Collector(
             env,
@@ -172,7 +173,6 @@ class BehaviouralCloning(LightningModule):
         )
         estimator = GAE(gamma=1.0, lmbda=1.0, value_network=critic, average_gae=False)
         optimizer = torch.optim.Adam(self.net.value.parameters(), lr=self.hparams.lr)
-        self.policy.eval()
         with set_exploration_type(ExplorationType.RANDOM):
             for batch in collector:
                 with torch.no_grad():

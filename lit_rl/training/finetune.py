@@ -20,8 +20,10 @@ from collections.abc import Iterator
 import torch
 from lightning import LightningModule
 from tensordict import TensorDictBase
+from tensordict.nn import TensorDictSequential
 from torchrl.collectors import Collector
-from torchrl.objectives import ClipPPOLoss
+from torchrl.modules import RunningValueNorm
+from torchrl.objectives.multiagent import MAPPOLoss
 from torchrl.objectives.value import GAE
 
 from lit_rl.evaluation import evaluate_episodes
@@ -38,7 +40,7 @@ from lit_rl.retention import (
     L2Init,
     RetentionContext,
 )
-from lit_rl.retention.pretraining_data import TeacherRolloutStates
+from lit_rl.retention.pretraining_data import DatasetStates, RolloutSequences, TeacherRolloutStates
 from lit_rl.scenarios.base import Scenario
 from lit_rl.training.policy_io import load_policy, save_policy
 
@@ -64,9 +66,16 @@ class PPOFineTuning(LightningModule):
         optimizer: ``adam`` or ``sgd``.
         gamma, gae_lambda: discount and GAE λ (TorchRL's ``GAE``).
         clip_epsilon, critic_coef, entropy_coef: TorchRL ``ClipPPOLoss`` settings.
+        value_clip: clip radius of the value prediction around its collected value (paper's APPO:
+            1.0); ``None`` for an unclipped critic loss.
+        normalize_returns: compare critic predictions and value targets in units of a running
+            mean/std of the returns (TorchRL ``RunningValueNorm``; paper's APPO: on), so the critic
+            loss keeps one scale as scores grow; value clipping then applies in those units too.
         entropy_coef_with_retention: entropy coefficient used once any retention method is active
             (the paper switches the bonus off).
         ppo_epochs, minibatch_size, max_grad_norm: optimisation settings per batch.
+        learning_starts_frames: collect this many frames before the first update (the paper's
+            APPO waited 25M frames so its many environments desynchronise first).
         max_nonfinite_updates: consecutive non-finite losses tolerated before training stops.
         max_simulator_restarts: collector rebuilds after simulator faults before the run stops.
         pretraining_state_frames: how many π* rollout frames stand in for the pre-training data.
@@ -92,11 +101,14 @@ class PPOFineTuning(LightningModule):
         gamma: float = 1.0,
         gae_lambda: float = 1.0,
         clip_epsilon: float = 0.2,
+        value_clip: float | None = None,
+        normalize_returns: bool = False,
         critic_coef: float = 0.5,
         entropy_coef: float = 0.0,
         entropy_coef_with_retention: float | None = 0.0,
         ppo_epochs: int = 1,
         minibatch_size: int = 6400,
+        learning_starts_frames: int = 0,
         max_grad_norm: float | None = None,
         max_nonfinite_updates: int = 10,
         max_simulator_restarts: int = 10,
@@ -129,15 +141,20 @@ class PPOFineTuning(LightningModule):
         entropy = entropy_coef
         if self.retention and entropy_coef_with_retention is not None:
             entropy = entropy_coef_with_retention
-        self.ppo_loss = ClipPPOLoss(
+        # TorchRL's MAPPOLoss is ClipPPOLoss plus a value-normaliser hook for the critic term;
+        # with one agent and no excluded dims it is plain clipped PPO (value_norm None: unchanged)
+        self.ppo_loss = MAPPOLoss(
             self.policy["actor"],
             self.policy["critic"],
             clip_epsilon=clip_epsilon,
+            clip_value=value_clip,
+            value_norm=RunningValueNorm(shape=1) if normalize_returns else None,
             entropy_bonus=entropy > 0,
             entropy_coeff=entropy,
             critic_coeff=critic_coef,
             loss_critic_type="l2",
             normalize_advantage=True,
+            normalize_advantage_exclude_dims=(),
         )
         self.advantage = GAE(
             gamma=gamma, lmbda=gae_lambda, value_network=self.policy["critic"], average_gae=False
@@ -195,13 +212,20 @@ class PPOFineTuning(LightningModule):
         env = self.scenario.make_env(hp.num_envs, hp.train_start, self._env_seed(), training=True)
         return Collector(
             env,
-            self.policy["actor"],
+            self._collection_policy(),
             frames_per_batch=frames_per_batch,
             total_frames=batches * frames_per_batch,
             policy_device=self.device,
             storing_device=self.device,
             auto_register_policy_transforms=False,
         )
+
+    def _collection_policy(self):
+        """The actor; with kickstarting, followed by π* writing ``teacher_logits`` for every frame
+        from its own recurrent state, which the KS loss reads."""
+        if "ks" not in self.retention:
+            return self.policy["actor"]
+        return TensorDictSequential(self.policy["actor"], self.scenario.teacher_probe(self.teacher))
 
     def _count_restart(self, fault: Exception) -> None:
         self.simulator_restarts += 1
@@ -241,6 +265,7 @@ class PPOFineTuning(LightningModule):
             actor=self.policy["actor"],
             teacher=self.teacher,
             pretraining_states=self._pretraining_states,
+            pretraining_sequences=self._pretraining_sequences if self._recurrent else None,
         )
         for method in self.retention.values():
             self._prepare_once(method)
@@ -256,15 +281,46 @@ class PPOFineTuning(LightningModule):
             method.prepare(self._context)
         method.load_state_dict(trainer.strategy.broadcast(method.state_dict(), src=0))
 
+    @property
+    def _recurrent(self) -> bool:
+        return getattr(self.scenario, "recurrent", False)
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self._trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def _pretraining_states(self, n: int) -> TensorDictBase:
-        """Pre-training states; under DDP each rank draws its own shard (its own rollout seed)."""
+        """Flat pre-training states: the scenario's dataset annotated with π*'s LSTM states when a
+        recurrent scenario has one, else π*'s rollouts; under DDP each rank draws its own shard."""
         if not hasattr(self, "_state_source"):
             hp = self.hparams
-            rank = self.trainer.global_rank if self._trainer is not None else 0
-            self._state_source = TeacherRolloutStates(
-                self.scenario, self.teacher, hp.pretraining_state_frames, hp.num_envs, hp.seed + 1000 * rank
-            )
+            rank, world = self._rank()
+            chunks = None
+            if self._recurrent:
+                chunks = self.scenario.pretraining_sequences(4, 32, hp.seed + 1, rank, world)
+            if chunks is not None:
+                self._state_source = DatasetStates(chunks, self.teacher)
+            else:
+                frames, seed = hp.pretraining_state_frames, hp.seed + 1000 * rank
+                self._state_source = TeacherRolloutStates(
+                    self.scenario, self.teacher, frames, hp.num_envs, seed
+                )
         return self._state_source(n).to(self.device)
+
+    def _pretraining_sequences(self, rows: int, seq_length: int) -> TensorDictBase:
+        """The next chunk of pre-training sequences (recurrent BC replay): the scenario's dataset,
+        or π*'s stored rollouts when it has none."""
+        if not hasattr(self, "_sequence_source"):
+            hp = self.hparams
+            rank, world = self._rank()
+            source = self.scenario.pretraining_sequences(rows, seq_length, hp.seed, rank, world)
+            if source is None:
+                source = RolloutSequences(
+                    self.scenario, self.teacher, hp.pretraining_state_frames, rows, seq_length,
+                    hp.seed + 1000 * rank,
+                )  # fmt: skip
+            self._sequence_source = source
+        return next(self._sequence_source).to(self.device)
 
     def on_fit_end(self) -> None:
         if self.hparams.export_policy and self.trainer.is_global_zero:
@@ -291,10 +347,13 @@ class PPOFineTuning(LightningModule):
         self.env_frames += batch.numel()
         for method in self.retention.values():
             method.on_env_frames(int(self.env_frames))
+        terms: dict[str, list[torch.Tensor]] = {}
+        if int(self.env_frames) <= hp.learning_starts_frames:
+            self._log_step(batch, terms)
+            return
         self._set_learning_rate()
         with torch.no_grad():
             self.compute_advantage(batch)
-        terms: dict[str, list[torch.Tensor]] = {}
         for _ in range(hp.ppo_epochs):
             for minibatch in self.minibatches(batch):
                 self._update(minibatch, terms)
