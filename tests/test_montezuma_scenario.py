@@ -18,7 +18,7 @@ from lit_rl.data.montezuma_bc import load_trajectory_buffer, record
 from lit_rl.envs.montezuma_states import RAM_LEVEL, RAM_ROOM, StartStatePool, replay
 from lit_rl.models.atari_cnn import TwoValueHeads
 from lit_rl.scenarios import Montezuma
-from lit_rl.training.rnd_finetune import RNDFineTuning, _Concat
+from lit_rl.training.rnd_finetune import RNDFineTuning, _Concat, rnd_path
 from tests.test_montezuma import ROOM7_WALK, _decode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,6 +162,10 @@ def test_cli_pretrains_from_room_7_and_fine_tunes_with_bc_on_recorded_data(pool_
     )  # fmt: skip
     assert summary["env_steps"] == 32 and policy.is_file()
     assert set(summary["eval"]["far"]) >= {"success_rate", "return_mean", "episodes"}
+    exported_rnd = torch.load(rnd_path(policy), weights_only=True)["state_dict"]
+    finetuning = RNDFineTuning(Montezuma(pool=str(pool_file)), pretrained=str(policy))
+    assert bool(finetuning.obs_warmed_up)  # π*'s RND and its statistics continue
+    assert all(torch.equal(v, finetuning.rnd.state_dict()[k]) for k, v in exported_rnd.items())
     scenario = Montezuma(pool=str(pool_file), max_episode_steps=8)
     record(scenario, policy, 2, tmp_path / "bc", num_envs=2)
     summary = _fit(

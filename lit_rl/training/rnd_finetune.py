@@ -21,6 +21,8 @@ them and a resumed run does not warm up again.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictSequential
@@ -39,6 +41,13 @@ from lit_rl.models.rnd import (
 )
 from lit_rl.scenarios.base import Scenario
 from lit_rl.training.finetune import PPOFineTuning
+from lit_rl.training.policy_io import load_policy, save_policy
+
+
+def rnd_path(policy_path: str | Path) -> Path:
+    """Where the RND networks and normalisers of an exported policy live: ``π*.pt`` → ``π*.rnd.pt``."""
+    return Path(policy_path).with_suffix(".rnd.pt")
+
 
 VALUE_PAIR = "state_values"
 TARGET_PAIR = "value_target"
@@ -89,6 +98,11 @@ class RNDFineTuning(PPOFineTuning):
     ):
         super().__init__(scenario=scenario, **kwargs)
         hp = self.hparams
+        if hp.value_clip is not None or hp.normalize_returns:
+            raise ValueError(
+                "value_clip and normalize_returns are not supported with RND's two value streams: "
+                "remove them from the Montezuma config"
+            )
         self.rnd = RND(update_proportion=rnd_update_proportion, gamma_int=gamma_int)
         self.register_buffer("obs_warmed_up", torch.tensor(False))
         critic_pair = TensorDictSequential(
@@ -109,6 +123,12 @@ class RNDFineTuning(PPOFineTuning):
             normalize_advantage=True,
         )
         self.ppo_loss.set_keys(value=VALUE_PAIR, value_target=TARGET_PAIR)
+        if hp.pretrained is not None and rnd_path(hp.pretrained).is_file():
+            load_policy(rnd_path(hp.pretrained), self.rnd, self._rnd_description())
+            self.obs_warmed_up.fill_(True)  # π*'s observation statistics came with it
+
+    def _rnd_description(self) -> dict:
+        return {**self.scenario.describe(), "part": "rnd"}
 
     # --- lifecycle ------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -119,6 +139,13 @@ class RNDFineTuning(PPOFineTuning):
             warm_up_observation_stats(self.rnd, env, hp.obs_warmup_steps)
             env.close()
             self.obs_warmed_up.fill_(True)
+
+    def on_fit_end(self) -> None:
+        """Export π* and, beside it, its RND networks and normalisers, so fine-tuning continues
+        the same exploration bonus instead of starting RND afresh."""
+        super().on_fit_end()
+        if self.hparams.export_policy and self.trainer.is_global_zero:
+            save_policy(rnd_path(self.hparams.export_policy), self.rnd, self._rnd_description())
 
     def configure_optimizers(self):
         optimizer = super().configure_optimizers()
