@@ -4,7 +4,10 @@ All rows use the paper's settings (sticky 0.25, frame skip 4 with max-pooling, 8
 reward clipping, no no-op starts) and uniformly random actions; a step is one agent step of 4
 emulator frames, summed over envs. The target is ratio ≥ 0.7 for `MontezumaEnv` under a Collector.
 Rows take turns in short slices over several rounds, so a load change on a shared machine hits every
-row alike instead of skewing the ratio.
+row alike instead of skewing the ratio. Load still moves the ale back-end's ratio: the raw row
+emulates on one C++ thread per core, the ale back-end on one Python thread (ALE holds the GIL while
+it emulates, so threads do not help), so the ratio is highest when other work keeps the second core
+busy and lowest on an idle machine.
 
     python bench/montezuma_collection.py --seconds 20 --num-envs 16
 """

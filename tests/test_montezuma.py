@@ -8,7 +8,7 @@ import torch
 from torchrl.collectors import Collector
 from torchrl.envs.utils import check_env_specs
 
-from lit_rl.envs.montezuma import MontezumaEnv, far_success_events
+from lit_rl.envs.montezuma import MontezumaEnv, area_resize, far_success_events
 from lit_rl.envs.montezuma_states import (
     NO_ROOM,
     RAM_INVENTORY,
@@ -179,6 +179,32 @@ def test_sticky_frame_skip_and_stack_shapes():
         td = nxt.clone()
     assert [ale.getEpisodeFrameNumber() for ale in env._ales] == [12, 12]
     env.close()
+
+
+def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Dense [n_out, n_in] area-averaging matrix in float64: overlap of each output interval."""
+    scale = n_in / n_out
+    lo, hi = np.arange(n_out)[:, None] * scale, (np.arange(n_out)[:, None] + 1) * scale
+    pixels = np.arange(n_in)[None, :]
+    return np.clip(np.minimum(hi, pixels + 1) - np.maximum(lo, pixels), 0, None) / scale
+
+
+def test_area_resize_rounds_the_exact_area_mean():
+    screens = np.random.default_rng(0).integers(0, 256, (3, 210, 160), dtype=np.uint8)
+    screens[2] = 255  # the largest sums must not overflow the integer accumulator
+    mean = _area_matrix(210, 84) @ screens.astype(np.float64) @ _area_matrix(160, 84).T
+    frames = area_resize(screens)
+    assert frames.shape == (3, 84, 84) and frames.dtype == np.uint8
+    assert np.abs(frames - mean).max() <= 0.5 + 1e-9
+    assert (frames[2] == 255).all()
+
+
+def test_ale_frames_match_the_vector_backend_at_the_game_start():
+    ale, vector = MontezumaEnv(2), MontezumaEnv(2, backend="vector")
+    diff = ale.reset()["pixels"].int() - vector.reset()["pixels"].int()
+    assert diff.abs().max() <= 1
+    ale.close()
+    vector.close()
 
 
 def test_life_loss_is_not_terminal():
