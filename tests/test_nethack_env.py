@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -119,12 +123,53 @@ def test_start_state_mismatch_fails_loudly():
 
 def test_corrupt_start_state_file(tmp_path):
     path = tmp_path / "states.json"
-    path.write_text('{"version": 1, "start_states": [{"core_seed": 1')
+    path.write_text('{"format": "raw_keys", "start_states": [{"core_seed": 1')
     with pytest.raises(ValueError, match=str(path)):
         load_start_states(path)
-    path.write_text('{"version": 1, "start_states": [{"core_seed": 1}]}')
+    path.write_text('{"format": "raw_keys", "start_states": [{"core_seed": 1}]}')
     with pytest.raises(ValueError, match="corrupt"):
         load_start_states(path)
+
+
+def test_unmarked_start_state_file_asks_to_record_again(tmp_path):
+    """Files from before raw-key prefixes hold gym-env actions, which this env would misreplay."""
+    path = tmp_path / "states.json"
+    path.write_text('[{"core_seed": 1, "disp_seed": 2, "actions": [0], "dlvl": 2}]')
+    with pytest.raises(ValueError, match="make data ENV=nethack") as error:
+        load_start_states(path)
+    assert "\n" not in str(error.value)
+
+
+# Truncates a seed-5 game while it waits for a key (a y/n question, then a --More--) and resets it.
+# Resetting a game in that state was seen to abort the whole process inside NLE (commit 4611dae;
+# ``_dismiss_waits`` answers first now), so this runs in a child process whose exit code we read.
+RESET_WHILE_WAITING = """
+import torch
+from nle import nethack
+from tensordict import TensorDict
+from lit_rl.envs.nethack import NetHackBatchEnv
+
+pray, yes = nethack.ACTIONS.index(nethack.Command.PRAY), nethack.ACTIONS.index(ord("y"))
+for actions in ([pray], [pray, yes]):
+    env = NetHackBatchEnv(1, seed=5, max_episode_steps=len(actions))
+    env.reset()
+    for action in actions:
+        out = env.step(TensorDict(action=torch.tensor([action]), batch_size=[1]))["next"]
+    waiting = env._internal[0, 1] or env._internal[0, 3]
+    assert out["truncated"].item() and waiting, "the step cap did not cut the game at a wait"
+    turns = int(env.reset()["episode_turns"].item())
+    top_line = bytes(env._chars[0, 0]).decode("latin-1")
+    print(turns, int(env._internal[0, 1] or env._internal[0, 3]), "pray" in top_line)
+    env.close()
+"""
+
+
+def test_reset_of_a_game_truncated_at_a_prompt_starts_a_fresh_game():
+    root = Path(__file__).resolve().parents[1]
+    child = subprocess.run([sys.executable, "-c", RESET_WHILE_WAITING], cwd=root,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.splitlines() == ["1 0 False", "1 0 False"]
 
 
 def test_partial_reset_keeps_other_games(env):

@@ -14,7 +14,7 @@ from lit_rl.cli import main as lit_rl_main
 from lit_rl.data.record_nethack import record_games, record_start_states
 from lit_rl.models.scaled_net import ScaledNet
 from lit_rl.nethack_convert import CheckpointMismatch, convert_checkpoint, export, to_source_layout
-from lit_rl.scenarios.nethack import NetHack
+from lit_rl.scenarios.nethack import NetHack, read_start_states
 from lit_rl.training.bc_pretrain import BehaviouralCloning
 from lit_rl.training.bc_pretrain import main as bc_main
 from lit_rl.training.policy_io import load_policy
@@ -184,6 +184,19 @@ def test_empty_selection_is_one_line(dataset, tmp_path, capsys):
                        "--model.dbfilename", str(tmp_path / "index.db"),
                        "--run_dir", str(tmp_path / "run"))  # fmt: skip
     assert "no games" in err
+
+
+def test_start_states_are_saved_as_replayed(dataset, tmp_path):
+    """The recorder saves raw-key prefixes under their format mark; older files ask for a re-record."""
+    recorded = dataset / "start_states_dlvl2.json"
+    payload = json.loads(recorded.read_text())
+    assert payload["format"] == "raw_keys" and len(payload["start_states"]) == 2
+    assert all(state.dlvl >= 2 for state in read_start_states(recorded))
+    old = tmp_path / "start_states_dlvl2.json"
+    old.write_text(json.dumps(payload["start_states"]))  # the recorder's earlier layout
+    with pytest.raises(ValueError, match="make data ENV=nethack") as error:
+        read_start_states(old)
+    assert "\n" not in str(error.value)
 
 
 def test_missing_start_states_name_the_fix(tmp_path):

@@ -4,8 +4,9 @@ The real NetHack Learning Dataset cannot be fetched here, so the scripted expert
 recorder on: each run writes `OUT/<run>/nle.<pid>.<k>.ttyrec3.bz2` and `nle.<pid>.xlogfile`, which
 `lit_rl.data.nld.build_index` indexes like NLD. Every game ends by death or by the env quitting at
 the step cap, because nle.dataset only indexes games that ended. `--far-depths 2,4` also writes
-`OUT/start_states_dlvl<k>.json`: (seeds, action prefix) records that replay to Dlvl >= k (paper
-section 3, FAR evaluation), each checked by a replay before it is saved.
+`OUT/start_states_dlvl<k>.json`: start states (seeds plus the raw keys NetHack received) that
+`NetHackBatchEnv` replays to Dlvl >= k (paper section 3, FAR evaluation), each checked by such a
+replay before it is saved.
 
     python -m lit_rl.data.record_nethack --games 20 --out data/nethack --seed 0 --far-depths 2,4
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from nle import nethack
 
+from lit_rl.envs.nethack import StartState, save_start_states
 from lit_rl.experts.nethack_expert import NetHackExpert, make_env, play_to_depths, replay
 
 log = logging.getLogger(__name__)
@@ -91,28 +93,40 @@ def record_games(out: str | Path, games: int, seed: int, max_steps: int = 20_000
 
 def record_start_states(
     out: str | Path, depths: list[int], count: int, seed: int, max_steps: int = 20_000
-) -> dict[int, list[dict]]:
+) -> dict[int, list[StartState]]:
     """Collect up to `count` replay-verified start states per depth into start_states_dlvl<k>.json.
 
-    Games are tried until every depth has `count` states or 5 * count games were played.
+    The files hold raw-key prefixes under the "raw_keys" format mark (`save_start_states`), so
+    FAR resets replay them as saved; a state is kept only if `NetHackBatchEnv`, replaying it as
+    those resets do, reaches the blstats the expert's game had there. Games are tried until every
+    depth has `count` states or 5 * count games were played.
     """
-    found: dict[int, list[dict]] = {d: [] for d in depths}
+    found: dict[int, list[StartState]] = {d: [] for d in depths}
     for core, disp in game_seeds(seed, 5 * count, stream=1):
         wanted = [d for d in depths if len(found[d]) < count]
         if not wanted:
             break
-        for dlvl, (record, blstats) in play_to_depths(core, disp, wanted, max_steps).items():
-            if np.array_equal(replay(record)["blstats"], blstats):
-                found[dlvl].append(record)
+        for dlvl, (state, blstats) in play_to_depths(core, disp, wanted, max_steps).items():
+            if _replays_to(state, blstats):
+                found[dlvl].append(state)
             else:
                 warnings.warn(f"seeds {core},{disp} did not replay to the same state", stacklevel=2)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for dlvl, records in found.items():
-        if len(records) < count:
-            warnings.warn(f"only {len(records)} of {count} start states reached Dlvl {dlvl}", stacklevel=2)
-        (out / f"start_states_dlvl{dlvl}.json").write_text(json.dumps(records))
+    for dlvl, states in found.items():
+        if len(states) < count:
+            warnings.warn(f"only {len(states)} of {count} start states reached Dlvl {dlvl}", stacklevel=2)
+        save_start_states(out / f"start_states_dlvl{dlvl}.json", states)
     return found
+
+
+def _replays_to(state: StartState, blstats: np.ndarray) -> bool:
+    """Whether the batch env's replay stands where the expert's game stood (a RuntimeError means
+    the replay ended the game or stopped on another Dlvl: the prefix is useless, not fatal)."""
+    try:
+        return np.array_equal(replay(state), blstats)
+    except RuntimeError:  # the replay ended the game or stopped on another Dlvl
+        return False
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,6 +48,8 @@ RUNNING = -1
 _KEY_SPACE = ord(" ")
 _KEY_ESC = 27
 _MAX_SETUP_KEYS = 1000
+# Start-state files whose actions are raw keys (see ``save_start_states``).
+START_STATE_FORMAT = "raw_keys"
 
 
 @dataclasses.dataclass
@@ -62,31 +64,44 @@ class StartState:
 
 
 def save_start_states(path: str | os.PathLike, states: Sequence[StartState]) -> None:
-    """Writes start states to a JSON file (a list of ``StartState`` fields under a version tag)."""
-    payload = {"version": 1, "start_states": [dataclasses.asdict(s) for s in states]}
+    """Writes start states to a JSON file: ``StartState`` fields under the ``raw_keys`` format mark.
+
+    The mark says the actions are every key NetHack received, which this env replays verbatim
+    (as ``current_start_state`` logs them). The recorder's older, unmarked files held the expert's
+    actions in NLE's gym env, which also pressed space / ESC by itself.
+    """
+    payload = {"format": START_STATE_FORMAT, "start_states": [dataclasses.asdict(s) for s in states]}
     Path(path).write_text(json.dumps(payload))
 
 
 def load_start_states(path: str | os.PathLike) -> list[StartState]:
-    """Reads a file written by ``save_start_states``; a damaged file raises one clear ValueError."""
+    """Reads a file written by ``save_start_states``; a damaged file raises one clear ValueError,
+    and so does an unmarked (older) file, whose prefixes this env would not replay to their Dlvl."""
     try:
         payload = json.loads(Path(path).read_text())
-        states = [
-            StartState(
-                core_seed=int(entry["core_seed"]),
-                disp_seed=int(entry["disp_seed"]),
-                actions=[int(a) for a in entry["actions"]],
-                dlvl=int(entry["dlvl"]),
-            )
-            for entry in payload["start_states"]
-        ]
-        if any(not 0 <= a < NUM_ACTIONS for s in states for a in s.actions):
-            raise ValueError(f"an action index outside [0, {NUM_ACTIONS})")
+        marked = isinstance(payload, dict) and payload.get("format") == START_STATE_FORMAT
+        if marked:
+            states = [
+                StartState(
+                    core_seed=int(entry["core_seed"]),
+                    disp_seed=int(entry["disp_seed"]),
+                    actions=[int(a) for a in entry["actions"]],
+                    dlvl=int(entry["dlvl"]),
+                )
+                for entry in payload["start_states"]
+            ]
+            if any(not 0 <= a < NUM_ACTIONS for s in states for a in s.actions):
+                raise ValueError(f"an action index outside [0, {NUM_ACTIONS})")
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise ValueError(
             f"start-state file {path} is corrupt ({type(err).__name__}: {err}); "
             "delete it and record the start states again"
         ) from None
+    if not marked:
+        raise ValueError(
+            f'start-state file {path} has no "format": "{START_STATE_FORMAT}" mark (it predates '
+            "raw-key prefixes): re-record it with `make data ENV=nethack` (GAMES=0: start states only)"
+        )
     return states
 
 
@@ -412,6 +427,11 @@ class NetHackBatchEnv(EnvBase):
         core, disp = self._seeds[game]
         actions = list(self._action_log[game])
         return StartState(core, disp, actions, int(self._depth[game]))
+
+    def blstats(self) -> np.ndarray:
+        """A copy of every game's bottom-line stats (NLE ``blstats``, [N, 27]), e.g. for a recorder
+        to check that a replayed ``StartState`` stands exactly where it was recorded."""
+        return self._blstats.copy()
 
     def last_death_causes(self) -> list[str | None]:
         """Per game, how its last finished episode ended, in NetHack's words ("killed by a

@@ -2,7 +2,7 @@
 
 It stands in for AutoAscend (the paper's teacher, section 3): it plays the stock NLE game as the
 Human Monk well enough to reach Dlvl 4 often, so the project can record its own demonstrations
-(`lit_rl.data.record_nethack`) and build FAR start states as replayable (seeds, actions) pairs.
+(`lit_rl.data.record_nethack`) and build FAR start states (`StartState`: seeds plus key prefix).
 The expert reads only what an agent sees (glyphs, bottom-line stats, message, inventory, tty) and
 answers with indices into `nle.nethack.ACTIONS`.
 """
@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from nle import nethack as nh
 from nle.env.tasks import NetHackScore
+
+from lit_rl.envs.nethack import NetHackBatchEnv, StartState
 
 CHARACTER = "mon-hum-neu-mal"
 ROWS, COLS = nh.DUNGEON_SHAPE  # 21 x 79 map
@@ -576,41 +578,55 @@ def depth(obs: dict) -> int:
     return int(obs["blstats"][nh.NLE_BL_DEPTH])
 
 
+def _log_keys(env: NetHackScore) -> list[int]:
+    """From now on, log every key the gym env sends NetHack, as indices into ``nh.ACTIONS``.
+
+    The gym env presses space at ``--More--`` and ESC at the questions it declines by itself;
+    ``NetHackBatchEnv`` leaves those keys to the agent, so only the full log replays there.
+    """
+    game = env.unwrapped.nethack
+    send, keys = game.step, []
+
+    def logged_step(keypress: int):
+        keys.append(KEY_TO_INDEX[int(keypress)])
+        return send(keypress)
+
+    game.step = logged_step
+    return keys
+
+
 def play_to_depths(
     core_seed: int,
     disp_seed: int,
     depths: list[int],
     max_steps: int,
     expert: NetHackExpert | None = None,
-) -> dict[int, tuple[dict, np.ndarray]]:
-    """Play one seeded game and cut an action prefix at the first step at Dlvl >= each depth.
+) -> dict[int, tuple[StartState, np.ndarray]]:
+    """Play one seeded game and cut a start state at the first step at Dlvl >= each depth.
 
-    Returns {depth: (start state, blstats at that step)} for the depths reached before the game
-    ended or `max_steps` ran out; the blstats let callers check that a replay lands on that state.
+    The start state's actions are every key NetHack received up to that step (the expert's and
+    the gym env's own, see ``_log_keys``), which ``NetHackBatchEnv`` replays verbatim. Returns
+    {depth: (start state, blstats at that step)} for the depths reached before the game ended or
+    `max_steps` expert actions ran out; the blstats let callers check a replay (``replay``).
     """
     expert = expert or NetHackExpert(seed=core_seed)
     expert.reset()
     pending = sorted(set(depths))
-    found: dict[int, tuple[dict, np.ndarray]] = {}
+    found: dict[int, tuple[StartState, np.ndarray]] = {}
     env = make_env()
     try:
         env.seed(core_seed, disp_seed, False)
         obs, _ = env.reset()
-        actions: list[int] = []
-        while pending and len(actions) < max_steps:
-            action = expert.act(obs)
-            actions.append(action)
-            obs, _, terminated, truncated, _ = env.step(action)
+        keys = _log_keys(env)
+        for _ in range(max_steps):
+            if not pending:
+                break
+            obs, _, terminated, truncated, _ = env.step(expert.act(obs))
             if terminated or truncated:
                 break
             while pending and depth(obs) >= pending[0]:
-                record = {
-                    "core_seed": core_seed,
-                    "disp_seed": disp_seed,
-                    "actions": list(actions),
-                    "dlvl": depth(obs),
-                }
-                found[pending.pop(0)] = (record, obs["blstats"].copy())
+                state = StartState(core_seed, disp_seed, list(keys), depth(obs))
+                found[pending.pop(0)] = (state, obs["blstats"].copy())
         return found
     finally:
         env.close()
@@ -622,29 +638,22 @@ def play_until_depth(
     target_dlvl: int,
     max_steps: int,
     expert: NetHackExpert | None = None,
-) -> dict | None:
+) -> StartState | None:
     """Play a seeded game until the first step at Dlvl >= target_dlvl.
 
-    Returns `{core_seed, disp_seed, actions, dlvl}` (field-compatible with `StartState`) whose
-    actions, replayed under the same seeds, reach that state; None if the expert died or ran out
-    of steps first.
+    Returns the start state that ``NetHackBatchEnv`` replays to that step; None if the expert
+    died or ran out of steps first.
     """
     found = play_to_depths(core_seed, disp_seed, [target_dlvl], max_steps, expert)
     return found[target_dlvl][0] if found else None
 
 
-def replay(start_state: dict, env: NetHackScore | None = None) -> dict:
-    """Replay a start state's action prefix on a fresh seeded game; return the last observation."""
-    own_env = env is None
-    env = env or make_env()
+def replay(state: StartState) -> np.ndarray:
+    """Bottom-line stats where ``NetHackBatchEnv`` stands after replaying ``state`` as its FAR
+    resets do; raises RuntimeError if the replay ends the game or stops on another Dlvl."""
+    env = NetHackBatchEnv(1, start_states=[state])
     try:
-        env.seed(start_state["core_seed"], start_state["disp_seed"], False)
-        obs, _ = env.reset()
-        for action in start_state["actions"]:
-            obs, _, terminated, truncated, _ = env.step(action)
-            if terminated or truncated:
-                raise RuntimeError("the game ended while replaying the action prefix")
-        return obs
+        env.reset()
+        return env.blstats()[0]
     finally:
-        if own_env:
-            env.close()
+        env.close()

@@ -9,14 +9,12 @@ in-game score.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from nle import nethack
 from tensordict import TensorDictBase
 from torchrl.envs import Compose, EnvBase, InitTracker, TransformedEnv
 
-from lit_rl.envs.nethack import NetHackBatchEnv, StartState
+from lit_rl.envs.nethack import NetHackBatchEnv, StartState, load_start_states
 from lit_rl.models.nethack_policy import make_actor_critic, recurrent_primer
 from lit_rl.models.scaled_net import SIZES, ScaledNet
 from lit_rl.scenarios.base import Policy, Scenario
@@ -25,12 +23,13 @@ from lit_rl.scenarios.base import Policy, Scenario
 
 
 def read_start_states(path: str | Path) -> list[StartState]:
-    """Start states from a recorder file: a JSON list of records or ``{"start_states": [...]}``.
+    """Start states from a recorder file, loaded as saved: ``NetHackBatchEnv`` replays them verbatim.
 
-    The recorder cuts its action prefixes in NLE's gym env, which presses space / ESC by itself at
-    ``--More--`` and at declined questions; ``NetHackBatchEnv`` leaves those keys to the agent. The
-    prefixes are therefore replayed once in the gym env and rewritten as the raw keys NetHack
-    received (``raw_key_prefix``), which the batch env replays to the same position.
+    ``lit_rl.data.record_nethack`` writes raw-key prefixes (every key NetHack received, the space /
+    ESC that NLE's gym env pressed by itself included) under a ``"format": "raw_keys"`` mark, each
+    checked by a batch-env replay when recorded. Older files (a plain list of the expert's gym-env
+    actions) are not converted: loading one raises a one-line ValueError asking to re-record it
+    with ``make data ENV=nethack``.
     """
     path = Path(path)
     if not path.is_file():
@@ -38,50 +37,10 @@ def read_start_states(path: str | Path) -> list[StartState]:
             f"FAR start states {path} not found: run `make data ENV=nethack` "
             "(it records start_states_dlvl<k>.json) or set scenario far_dlvl to a recorded depth"
         )
-    try:
-        payload = json.loads(path.read_text())
-        records = payload["start_states"] if isinstance(payload, dict) else payload
-        states = [
-            StartState(int(r["core_seed"]), int(r["disp_seed"]), [int(a) for a in r["actions"]],
-                       int(r["dlvl"]))
-            for r in records
-        ]  # fmt: skip
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"start-state file {path} is corrupt ({err}); record it again") from None
+    states = load_start_states(path)
     if not states:
         raise ValueError(f"start-state file {path} holds no start states; record more games")
-    return raw_key_prefix(states)
-
-
-def raw_key_prefix(states: list[StartState]) -> list[StartState]:
-    """The same positions as action prefixes of every key NetHack received in NLE's gym env."""
-    from lit_rl.experts.nethack_expert import make_env
-
-    key_to_action: dict[int, int] = {}
-    for index, action in enumerate(nethack.ACTIONS):
-        key_to_action.setdefault(int(action), index)
-    env = make_env()
-    game = env.unwrapped.nethack
-    step, keys = game.step, []
-
-    def logged_step(key):
-        keys.append(int(key))
-        return step(key)
-
-    game.step = logged_step
-    out = []
-    try:
-        for state in states:
-            env.seed(state.core_seed, state.disp_seed, False)
-            env.reset()
-            keys.clear()
-            for action in state.actions:
-                env.step(action)
-            out.append(StartState(state.core_seed, state.disp_seed,
-                                  [key_to_action[k] for k in keys], state.dlvl))  # fmt: skip
-    finally:
-        env.close()
-    return out
+    return states
 
 
 class NetHack(Scenario):
