@@ -42,13 +42,16 @@ def raw_vector_batches(num_envs: int, seed: int) -> Iterator[int]:
 
 
 def collector_batches(num_envs: int, seed: int, backend: str, workers: int) -> Iterator[int]:
-    """Random-policy `Collector` over `MontezumaEnv`; `workers` > 1 runs collector processes."""
+    """Random-policy `Collector` over `MontezumaEnv`; `workers` > 1 runs collector processes the
+    way fine-tuning does with ``model.collector_workers`` (synchronous, envs side by side)."""
 
     def make_env() -> MontezumaEnv:
         torch.set_num_threads(1)
         return MontezumaEnv(num_envs // workers, backend=backend, seed=seed)
 
-    options = {} if workers == 1 else {"backend": "process", "num_collectors": workers}
+    options = {}
+    if workers > 1:
+        options = {"backend": "process", "num_collectors": workers, "sync": True, "cat_results": 0}
     collector = Collector(
         make_env if workers == 1 else [make_env] * workers,
         policy=None,
@@ -69,7 +72,7 @@ def run(seconds: float = 20.0, rounds: int = 4, num_envs: int = 16, seed: int = 
     rows = {
         RAW: raw_vector_batches(n, seed),
         "MontezumaEnv ale + Collector": collector_batches(n, seed, "ale", 1),
-        "MontezumaEnv ale + Collector, 2 processes": collector_batches(n, seed, "ale", 2),
+        "MontezumaEnv ale + Collector, 2 workers": collector_batches(n, seed, "ale", 2),
         "MontezumaEnv vector + Collector": collector_batches(n, seed, "vector", 1),
     }
     steps = dict.fromkeys(rows, 0)

@@ -9,17 +9,23 @@ in-game score.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from tensordict import TensorDictBase
 from torchrl.envs import Compose, EnvBase, InitTracker, TransformedEnv
+from torchrl.modules import ProbabilisticActor
 
+from lit_rl.data.nld import NLDSequences, policy_chunks
 from lit_rl.envs.nethack import NetHackBatchEnv, StartState, load_start_states
-from lit_rl.models.nethack_policy import make_actor_critic, recurrent_primer
+from lit_rl.models.nethack_policy import (
+    TEACHER_STATE_KEYS,
+    RecurrentLogits,
+    make_actor_critic,
+    recurrent_primer,
+)
 from lit_rl.models.scaled_net import SIZES, ScaledNet
 from lit_rl.scenarios.base import Policy, Scenario
-
-#: caller frames that build training envs (the collector, and π*'s replay states for BC/EWC)
 
 
 def read_start_states(path: str | Path) -> list[StartState]:
@@ -56,6 +62,7 @@ class NetHack(Scenario):
         freeze_encoders: keep ScaledNet's encoders (embeddings, line/map/crop CNNs, FC) fixed, as
             the paper's fine-tuning did; the LSTM and heads train.
         far_visit_dlvl: frames at Dlvl >= this count as FAR visits (default ``far_dlvl``).
+        dataset_name: the recordings in ``data_dir/index.db`` that BC replay and EWC read.
     """
 
     name = "nethack"
@@ -71,6 +78,7 @@ class NetHack(Scenario):
         train_clip_reward: float | None = 10.0,
         freeze_encoders: bool = True,
         far_visit_dlvl: int | None = None,
+        dataset_name: str = "nethack-expert",
     ):
         if size not in SIZES:
             raise ValueError(f"unknown ScaledNet size {size!r}: choose one of {sorted(SIZES)}")
@@ -82,6 +90,7 @@ class NetHack(Scenario):
         self.train_clip_reward = train_clip_reward
         self.freeze_encoders = freeze_encoders
         self.far_visit_dlvl = far_visit_dlvl or far_dlvl
+        self.dataset_name = dataset_name
         self._start_states: list[StartState] | None = None
 
     def start_states(self) -> list[StartState]:
@@ -121,6 +130,22 @@ class NetHack(Scenario):
             shares[f"dlvl{level}"] = (dlvl == level).float().mean().item()
         shares["far"] = (dlvl >= self.far_visit_dlvl).float().mean().item()
         return shares
+
+    def teacher_probe(self, teacher: ProbabilisticActor) -> RecurrentLogits:
+        """π*'s logits from its own LSTM state (``teacher_state_*``), carried beside the student's."""
+        return teacher.module[0].with_keys(TEACHER_STATE_KEYS, "teacher_logits")
+
+    def pretraining_sequences(
+        self, rows: int, seq_length: int, seed: int, rank: int = 0, world_size: int = 1
+    ) -> Iterator[TensorDictBase] | None:
+        """The recorded games of ``dataset_name`` in ``data_dir``'s index (built by pre-training,
+        ``make nethack-pretrain``), streamed from disk; ``None`` when there is no index."""
+        index = Path(self.data_dir) / "index.db"
+        if not index.is_file():
+            return None
+        stream = NLDSequences(index, self.dataset_name, batch_size=rows, seq_length=seq_length,
+                              loop_forever=True, rank=rank, world_size=world_size, seed=seed)  # fmt: skip
+        return policy_chunks(iter(stream))
 
     def describe(self) -> dict:
         return {"scenario": self.name, "model": "ScaledNet", "size": self.size}

@@ -49,6 +49,18 @@ from lit_rl.training.policy_io import load_policy, save_policy
 SIMULATOR_FAULTS = (RuntimeError, EOFError, BrokenPipeError, ConnectionError, OSError)
 
 
+class TrainingEnvFactory:
+    """Builds one collector worker's training environments in its own process (picklable), with
+    one torch thread so workers do not oversubscribe the cores."""
+
+    def __init__(self, scenario: Scenario, num_envs: int, start: str, seed: int):
+        self.scenario, self.num_envs, self.start, self.seed = scenario, num_envs, start, seed
+
+    def __call__(self):
+        torch.set_num_threads(1)
+        return self.scenario.make_env(self.num_envs, self.start, self.seed, training=True)
+
+
 class PPOFineTuning(LightningModule):
     """PPO fine-tuning of a pre-trained policy, with any combination of retention methods.
 
@@ -59,6 +71,9 @@ class PPOFineTuning(LightningModule):
         train_start: subspace the training episodes start in (``close`` for fine-tuning).
         budget_frames: environment frames to train for.
         num_envs, rollout_length: one batch is ``num_envs × rollout_length`` frames.
+        collector_workers: processes that step the environments (each ``num_envs / workers`` of
+            them, TorchRL's process collectors with the policy's weights sent after every batch);
+            1 steps them in the training process.
         seed: base seed of the training environments (each DDP rank adds its rank).
         lr, lr_decay: actor learning rate, optionally decayed linearly to 0 over the budget.
         critic_lr: critic learning rate (default: ``lr``); SGD on the logistic actor wants a much
@@ -93,6 +108,7 @@ class PPOFineTuning(LightningModule):
         budget_frames: int = 1_000_000,
         num_envs: int = 64,
         rollout_length: int = 100,
+        collector_workers: int = 1,
         seed: int = 0,
         lr: float = 0.05,
         critic_lr: float | None = None,
@@ -125,6 +141,10 @@ class PPOFineTuning(LightningModule):
         super().__init__()
         if budget_frames <= 0:
             raise ValueError(f"budget_frames must be positive, got {budget_frames}: set STEPS > 0")
+        if collector_workers < 1 or num_envs % collector_workers:
+            raise ValueError(
+                f"collector_workers={collector_workers} must be >= 1 and divide num_envs={num_envs}"
+            )
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"unknown optimizer {optimizer!r}: choose 'adam' or 'sgd'")
         scenario.check_start(train_start)
@@ -199,6 +219,8 @@ class PPOFineTuning(LightningModule):
                 for batch in collector:
                     handed_out += batch.numel()
                     yield batch
+                    if self.hparams.collector_workers > 1:
+                        collector.update_policy_weights_(self._collection_policy())
                 return
             except SIMULATOR_FAULTS as fault:
                 self._count_restart(fault)
@@ -209,16 +231,28 @@ class PPOFineTuning(LightningModule):
         hp = self.hparams
         frames_per_batch = hp.num_envs * hp.rollout_length
         batches = max(1, math.ceil(remaining / frames_per_batch))
-        env = self.scenario.make_env(hp.num_envs, hp.train_start, self._env_seed(), training=True)
-        return Collector(
-            env,
-            self._collection_policy(),
+        settings = dict(
             frames_per_batch=frames_per_batch,
             total_frames=batches * frames_per_batch,
             policy_device=self.device,
             storing_device=self.device,
             auto_register_policy_transforms=False,
         )
+        if hp.collector_workers == 1:
+            env = self.scenario.make_env(hp.num_envs, hp.train_start, self._env_seed(), training=True)
+            return Collector(env, self._collection_policy(), **settings)
+        workers, seed = hp.collector_workers, self._env_seed()
+        per_worker = hp.num_envs // workers
+        makers = [
+            TrainingEnvFactory(self.scenario, per_worker, hp.train_start, seed + 97 * worker)
+            for worker in range(workers)
+        ]
+        policy = self._collection_policy()
+        # workers' envs side by side ([envs, time]), so every row stays one environment's trajectory
+        return Collector(
+            makers, policy, backend="process", num_collectors=workers, sync=True, cat_results=0,
+            use_buffers=True, **settings,
+        )  # fmt: skip
 
     def _collection_policy(self):
         """The actor; with kickstarting, followed by π* writing ``teacher_logits`` for every frame
