@@ -44,6 +44,8 @@ from lit_rl.retention.pretraining_data import DatasetStates, RolloutSequences, T
 from lit_rl.scenarios.base import Scenario
 from lit_rl.training.policy_io import load_policy, save_policy
 
+#: [rows, steps] of the dataset chunks that flat pre-training states (EWC's Fisher) are read from
+STATE_CHUNK = (4, 32)
 #: errors a dying simulator raises through a collector: a crashed in-process env, or a worker
 #: process whose pipe broke
 SIMULATOR_FAULTS = (RuntimeError, EOFError, BrokenPipeError, ConnectionError, OSError)
@@ -330,8 +332,9 @@ class PPOFineTuning(LightningModule):
             hp = self.hparams
             rank, world = self._rank()
             chunks = None
-            if self._recurrent:
-                chunks = self.scenario.pretraining_sequences(4, 32, hp.seed + 1, rank, world)
+            if self._recurrent:  # a stream of its own, seeded apart from BC's
+                rows, steps = STATE_CHUNK
+                chunks = self.scenario.pretraining_sequences(rows, steps, hp.seed + 1, rank, world)
             if chunks is not None:
                 self._state_source = DatasetStates(chunks, self.teacher)
             else:
