@@ -106,13 +106,18 @@ def test_actor_replays_sequences_like_the_collector_stepped_them(dataset, pretra
     torch.testing.assert_close(replay, rollout["action_log_prob"], atol=1e-4, rtol=0)
 
 
-def test_tiny_fit_runs_end_to_end(dataset, pretrained, tmp_path):
+@pytest.mark.parametrize("methods", [["ks"], ["bc", "ewc"]])
+def test_tiny_fit_runs_end_to_end(dataset, pretrained, tmp_path, methods):
+    """KS with π*'s own recurrent state in the collector; BC and EWC reading the recorded games
+    (the dataset index BC pre-training built in ``data_dir``)."""
+    assert (dataset / "index.db").is_file()
     run = tmp_path / "run"
+    method_configs = [arg for m in methods for arg in ("--config", str(ROOT / f"configs/method/{m}.yaml"))]
     lit_rl_main([
         "fit",
         "--config", str(ROOT / "configs/base.yaml"),
         "--config", str(ROOT / "configs/env/nethack.yaml"),
-        "--config", str(ROOT / "configs/method/ks.yaml"),
+        *method_configs,
         "--config", str(ROOT / "configs/trainer/cpu.yaml"),
         "--config", str(ROOT / "configs/logger/csv.yaml"),
         "--model.scenario.init_args.data_dir", str(dataset),
@@ -122,15 +127,16 @@ def test_tiny_fit_runs_end_to_end(dataset, pretrained, tmp_path):
         "--model.num_envs", "4",
         "--model.rollout_length", "16",
         "--model.minibatch_size", "32",
+        *(["--model.ewc.fisher_states", "64"] if "ewc" in methods else []),
         "--run_dir", str(run),
     ])  # fmt: skip
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["env"] == "nethack" and summary["method"] == "ks"
+    assert summary["env"] == "nethack" and set(summary["method"].split("+")) == set(methods)
     assert summary["env_steps"] == 128 and summary["finished"]
     assert set(summary["eval"]) == {"close", "far"}
     assert summary["pretrained"]["far"]["episodes"] == 8
     metrics = (run / "metrics.csv").read_text().splitlines()[0]
-    assert "train/loss_ks" in metrics and "train/visit/far" in metrics
+    assert all(f"train/loss_{m}" in metrics for m in methods) and "train/visit/far" in metrics
 
 
 def test_converter_round_trip(tmp_path):
