@@ -18,6 +18,7 @@ from lit_rl.data.montezuma_bc import load_trajectory_buffer, record
 from lit_rl.envs.montezuma_states import RAM_LEVEL, RAM_ROOM, StartStatePool, replay
 from lit_rl.models.atari_cnn import TwoValueHeads
 from lit_rl.scenarios import Montezuma
+from lit_rl.training.policy_io import save_policy
 from lit_rl.training.rnd_finetune import RNDFineTuning, _Concat, rnd_path
 from tests.test_montezuma import ROOM7_WALK, _decode
 
@@ -166,6 +167,14 @@ def test_cli_pretrains_from_room_7_and_fine_tunes_with_bc_on_recorded_data(pool_
     finetuning = RNDFineTuning(Montezuma(pool=str(pool_file)), pretrained=str(policy))
     assert bool(finetuning.obs_warmed_up)  # π*'s RND and its statistics continue
     assert all(torch.equal(v, finetuning.rnd.state_dict()[k]) for k, v in exported_rnd.items())
+    other = tmp_path / "other.pt"  # another π* with the RND file of the first beside it
+    with torch.no_grad():
+        next(finetuning.policy.parameters()).add_(1.0)
+    save_policy(other, finetuning.policy, finetuning.scenario.describe())
+    rnd_path(other).write_bytes(rnd_path(policy).read_bytes())
+    with pytest.warns(UserWarning, match="does not match this π"):
+        stale = RNDFineTuning(Montezuma(pool=str(pool_file)), pretrained=str(other))
+    assert not bool(stale.obs_warmed_up)
     scenario = Montezuma(pool=str(pool_file), max_episode_steps=8)
     record(scenario, policy, 2, tmp_path / "bc", num_envs=2)
     summary = _fit(

@@ -63,3 +63,14 @@ def test_value_clip_limits_the_critic_step():
     td["state_value"] = td["state_value"] + 1.0  # the collected values sit 1 away from the critic's
     out = model.ppo_loss(td)
     assert out["value_clip_fraction"].item() == 1.0
+
+
+def test_checkpoints_load_across_return_normalisation_settings():
+    """A checkpoint from a run without ``normalize_returns`` loads into one with it (fresh
+    statistics) and the other way round (statistics dropped)."""
+    plain = PPOFineTuning(AppleRetrieval(), train_start="far")
+    normalised = PPOFineTuning(AppleRetrieval(), train_start="far", normalize_returns=True)
+    for source, target in ((plain, normalised), (normalised, plain)):
+        checkpoint = {"state_dict": source.state_dict()}
+        target.on_load_checkpoint(checkpoint)
+        target.load_state_dict(checkpoint["state_dict"])  # strict, as Lightning loads it

@@ -128,7 +128,7 @@ def test_dataset_states_carry_the_teachers_state_before_each_frame(dataset):
     scenario = NetHack(size="tiny", data_dir=str(dataset))
     _, teacher = two_policies(scenario)
     first, second = chunks_of(dataset, scenario, 2)
-    states = DatasetStates(iter([first.clone(), second.clone()]), teacher)(2 * ROWS * STEPS)
+    states = DatasetStates(iter([first.clone(), second.clone()]), teacher, spread=1)(2 * ROWS * STEPS)
     assert states.shape == (2 * ROWS * STEPS,)
     with torch.no_grad():
         replayed, _ = sequence_model(teacher).replay(torch.cat([first, second], dim=1), None)

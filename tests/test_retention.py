@@ -532,3 +532,9 @@ def test_freeze_unknown_module_prefix_raises(modules):
     policy = _mlp_policy()
     with pytest.raises(ValueError, match="match no parameter"):
         Freeze(policy, FreezeConfig(modules=modules))
+
+
+def test_bc_settings_must_be_positive():
+    """A zero chunk length or batch is refused when the settings are read, in one line."""
+    with pytest.raises(ValueError, match=r"bc.batch_size \(256\) and bc.seq_length \(0\) must be >= 1"):
+        BCConfig(seq_length=0)

@@ -79,7 +79,10 @@ def load_start_states(path: str | os.PathLike) -> list[StartState]:
     and so does an unmarked (older) file, whose prefixes this env would not replay to their Dlvl."""
     try:
         payload = json.loads(Path(path).read_text())
-        marked = isinstance(payload, dict) and payload.get("format") == START_STATE_FORMAT
+        # ``{"version": 1}``: the same raw-key records, as ``save_start_states`` first wrote them
+        marked = isinstance(payload, dict) and (
+            payload.get("format") == START_STATE_FORMAT or payload.get("version") == 1
+        )
         if marked:
             states = [
                 StartState(

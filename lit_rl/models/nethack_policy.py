@@ -179,7 +179,7 @@ class RecurrentLogits(TensorDictModuleBase):
         sequences into flat states a single-step evaluation (the per-sample EWC Fisher) can read."""
         batch, steps = td.shape
         if hidden is None:
-            zeros = torch.zeros(batch, self.net.config.hidden, device=td.device)
+            zeros = torch.zeros(batch, self.net.config.hidden, device=td.get(OBSERVATION_KEYS[0]).device)
             hidden = (zeros, zeros)
         h, c = hidden
         before_h, before_c = [], []

@@ -43,6 +43,12 @@ class BCConfig:
     batch_size: int = 256
     seq_length: int = 32
 
+    def __post_init__(self):
+        if self.batch_size < 1 or self.seq_length < 1:
+            raise ValueError(
+                f"bc.batch_size ({self.batch_size}) and bc.seq_length ({self.seq_length}) must be >= 1"
+            )
+
 
 @dataclass
 class KSConfig:

@@ -67,21 +67,26 @@ class DatasetStates:
 
     π* replays the chunk stream with its state carried from chunk to chunk
     (``RecurrentLogits.annotate_states``), so a single-step evaluation (EWC's Fisher) sees each
-    frame as π* would have in the recorded game. Padding frames are dropped.
+    frame as π* would have in the recorded game. Padding frames are dropped. Consecutive frames
+    are strongly correlated, so ``spread`` times the requested frames are read and a uniform
+    subset is returned: the states then reach further into each game (deeper levels included).
     """
 
-    def __init__(self, chunks: Iterator[TensorDictBase], teacher):
-        self.chunks, self.teacher = chunks, teacher
+    def __init__(self, chunks: Iterator[TensorDictBase], teacher, spread: int = 4, seed: int = 0):
+        self.chunks, self.teacher, self.spread = chunks, teacher, spread
+        self.device = next(teacher.parameters()).device
+        self.generator = torch.Generator().manual_seed(seed)
         self.hidden: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @torch.no_grad()
     def __call__(self, n: int) -> TensorDictBase:
         frames, total = [], 0
-        while total < n:
-            chunk = next(self.chunks)
+        while total < self.spread * n:
+            chunk = next(self.chunks).to(self.device)
             self.hidden = sequence_model(self.teacher).annotate_states(chunk, self.hidden)
             flat = chunk.reshape(-1)
             flat = flat[flat["valid"]]
             frames.append(flat)
             total += flat.numel()
-        return torch.cat(frames)[:n]
+        pool = torch.cat(frames)
+        return pool[torch.randperm(pool.numel(), generator=self.generator)[:n].sort().values.to(self.device)]

@@ -44,8 +44,10 @@ from lit_rl.retention.pretraining_data import DatasetStates, RolloutSequences, T
 from lit_rl.scenarios.base import Scenario
 from lit_rl.training.policy_io import load_policy, save_policy
 
+#: state-dict prefix of the return normaliser (present only with ``normalize_returns``)
+VALUE_NORM_PREFIX = "ppo_loss.value_norm."
 #: [rows, steps] of the dataset chunks that flat pre-training states (EWC's Fisher) are read from
-STATE_CHUNK = (4, 32)
+STATE_CHUNK = (16, 32)
 #: errors a dying simulator raises through a collector: a crashed in-process env, or a worker
 #: process whose pipe broke
 SIMULATOR_FAULTS = (RuntimeError, EOFError, BrokenPipeError, ConnectionError, OSError)
@@ -336,7 +338,7 @@ class PPOFineTuning(LightningModule):
                 rows, steps = STATE_CHUNK
                 chunks = self.scenario.pretraining_sequences(rows, steps, hp.seed + 1, rank, world)
             if chunks is not None:
-                self._state_source = DatasetStates(chunks, self.teacher)
+                self._state_source = DatasetStates(chunks, self.teacher, seed=hp.seed + 1000 * rank)
             else:
                 frames, seed = hp.pretraining_state_frames, hp.seed + 1000 * rank
                 self._state_source = TeacherRolloutStates(
@@ -358,6 +360,16 @@ class PPOFineTuning(LightningModule):
                 )  # fmt: skip
             self._sequence_source = source
         return next(self._sequence_source).to(self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints from runs with another ``normalize_returns`` setting still load: the return
+        normaliser's statistics start fresh, or are dropped when normalisation is now off."""
+        state = checkpoint["state_dict"]
+        fresh = {k: v for k, v in self.state_dict().items() if k.startswith(VALUE_NORM_PREFIX)}
+        for key in [k for k in state if k.startswith(VALUE_NORM_PREFIX) and k not in fresh]:
+            del state[key]
+        for key, value in fresh.items():
+            state.setdefault(key, value)
 
     def on_fit_end(self) -> None:
         if self.hparams.export_policy and self.trainer.is_global_zero:

@@ -21,6 +21,8 @@ them and a resumed run does not warm up again.
 
 from __future__ import annotations
 
+import hashlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -124,11 +126,24 @@ class RNDFineTuning(PPOFineTuning):
         )
         self.ppo_loss.set_keys(value=VALUE_PAIR, value_target=TARGET_PAIR)
         if hp.pretrained is not None and rnd_path(hp.pretrained).is_file():
-            load_policy(rnd_path(hp.pretrained), self.rnd, self._rnd_description())
-            self.obs_warmed_up.fill_(True)  # π*'s observation statistics came with it
+            self._load_pretrained_rnd(rnd_path(hp.pretrained))
+
+    def _load_pretrained_rnd(self, path: Path) -> None:
+        """π*'s RND and observation statistics, if the file was written with this very π*
+        (a file left beside a π* exported later is ignored with a warning)."""
+        try:
+            load_policy(path, self.rnd, self._rnd_description())
+        except ValueError:
+            warnings.warn(f"{path} does not match this π* (or is unreadable): RND restarts", stacklevel=2)
+            return
+        self.obs_warmed_up.fill_(True)
 
     def _rnd_description(self) -> dict:
-        return {**self.scenario.describe(), "part": "rnd"}
+        """The scenario's model description plus a digest of the policy weights it belongs to."""
+        digest = hashlib.sha1()
+        for value in self.policy.state_dict().values():
+            digest.update(value.detach().cpu().numpy().tobytes())
+        return {**self.scenario.describe(), "part": "rnd", "policy_sha1": digest.hexdigest()}
 
     # --- lifecycle ------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
