@@ -55,8 +55,9 @@ def test_ks_teacher_keeps_its_own_recurrent_state_while_collecting():
     state differs from the student's."""
     scenario = NetHack(size="tiny", max_episode_steps=12)
     student, teacher = two_policies(scenario)
+    assert "teacher_state_h" not in scenario.make_env(ROWS, "close", seed=0).reset().keys()
     collector = Collector(
-        scenario.make_env(ROWS, "close", seed=0, training=True),
+        scenario.add_teacher_state(scenario.make_env(ROWS, "close", seed=0, training=True), ROWS),
         TensorDictSequential(student, scenario.teacher_probe(teacher)),
         frames_per_batch=ROWS * STEPS,
         total_frames=2 * ROWS * STEPS,

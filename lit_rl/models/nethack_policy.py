@@ -239,9 +239,8 @@ def make_actor_critic(net: ScaledNet) -> tuple[ProbabilisticActor, RecurrentValu
     return actor, critic
 
 
-def recurrent_primer(num_envs: int, hidden: int) -> TensorDictPrimer:
-    """Env transform that puts zero LSTM states in every reset (and keeps the policy's on steps),
-    for the student and for a kickstarting teacher running beside it."""
-    keys = [*STATE_KEYS, *TEACHER_STATE_KEYS]
+def recurrent_primer(num_envs: int, hidden: int, keys: list[str] = STATE_KEYS) -> TensorDictPrimer:
+    """Env transform that puts zero LSTM states in every reset (and keeps the policy's on steps):
+    the student's, or (``TEACHER_STATE_KEYS``) a kickstarting teacher's running beside it."""
     specs = {key: Unbounded(shape=(num_envs, hidden), dtype=torch.float32) for key in keys}
     return TensorDictPrimer(Composite(specs, shape=(num_envs,)), reset_key="_reset")

@@ -78,6 +78,11 @@ class Scenario(ABC):
         """A module writing π*'s ``teacher_logits`` for every collected frame (kickstarting)."""
         return TeacherLogits(teacher)
 
+    def add_teacher_state(self, env: EnvBase, num_envs: int) -> EnvBase:
+        """``env`` made to carry the recurrent state ``teacher_probe`` keeps (recurrent scenarios);
+        only kickstarting's training envs need it."""
+        return env
+
     def pretraining_sequences(
         self, rows: int, seq_length: int, seed: int, rank: int = 0, world_size: int = 1
     ) -> Iterator[TensorDictBase] | None:

@@ -135,6 +135,11 @@ class NetHack(Scenario):
         """π*'s logits from its own LSTM state (``teacher_state_*``), carried beside the student's."""
         return teacher.module[0].with_keys(TEACHER_STATE_KEYS, "teacher_logits")
 
+    def add_teacher_state(self, env: TransformedEnv, num_envs: int) -> TransformedEnv:
+        """Zero ``teacher_state_*`` at every reset, beside the student's state."""
+        env.append_transform(recurrent_primer(num_envs, SIZES[self.size].hidden, TEACHER_STATE_KEYS))
+        return env
+
     def pretraining_sequences(
         self, rows: int, seq_length: int, seed: int, rank: int = 0, world_size: int = 1
     ) -> Iterator[TensorDictBase] | None:

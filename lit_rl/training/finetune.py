@@ -57,12 +57,14 @@ class TrainingEnvFactory:
     """Builds one collector worker's training environments in its own process (picklable), with
     one torch thread so workers do not oversubscribe the cores."""
 
-    def __init__(self, scenario: Scenario, num_envs: int, start: str, seed: int):
+    def __init__(self, scenario: Scenario, num_envs: int, start: str, seed: int, teacher_state: bool):
         self.scenario, self.num_envs, self.start, self.seed = scenario, num_envs, start, seed
+        self.teacher_state = teacher_state
 
     def __call__(self):
         torch.set_num_threads(1)
-        return self.scenario.make_env(self.num_envs, self.start, self.seed, training=True)
+        env = self.scenario.make_env(self.num_envs, self.start, self.seed, training=True)
+        return self.scenario.add_teacher_state(env, self.num_envs) if self.teacher_state else env
 
 
 class PPOFineTuning(LightningModule):
@@ -242,13 +244,14 @@ class PPOFineTuning(LightningModule):
             storing_device=self.device,
             auto_register_policy_transforms=False,
         )
-        if hp.collector_workers == 1:
-            env = self.scenario.make_env(hp.num_envs, hp.train_start, self._env_seed(), training=True)
+        workers, seed, ks = hp.collector_workers, self._env_seed(), "ks" in self.retention
+        if workers == 1:
+            env = self.scenario.make_env(hp.num_envs, hp.train_start, seed, training=True)
+            env = self.scenario.add_teacher_state(env, hp.num_envs) if ks else env
             return Collector(env, self._collection_policy(), **settings)
-        workers, seed = hp.collector_workers, self._env_seed()
         per_worker = hp.num_envs // workers
         makers = [
-            TrainingEnvFactory(self.scenario, per_worker, hp.train_start, seed + 97 * worker)
+            TrainingEnvFactory(self.scenario, per_worker, hp.train_start, seed + 97 * worker, ks)
             for worker in range(workers)
         ]
         policy = self._collection_policy()
