@@ -22,6 +22,16 @@ TRAINER = [
 ]  # fmt: skip
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for the test: small convolutions gain nothing from threads, and on a
+    busy 2-core machine two threads made them up to 20× slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def fit(*args: str) -> None:
     """Run ``lit-rl fit`` in-process with the apple configs and the given extra arguments."""
     torch.set_num_threads(1)

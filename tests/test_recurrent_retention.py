@@ -22,7 +22,7 @@ from lit_rl.data.nld import build_index
 from lit_rl.data.record_nethack import record_games
 from lit_rl.retention import BCConfig, BehaviouralCloningReplay, RetentionContext, teacher_student_kl
 from lit_rl.retention.base import policy_logits, sequence_model
-from lit_rl.retention.pretraining_data import DatasetStates
+from lit_rl.retention.pretraining_data import DatasetStates, RolloutSequences
 from lit_rl.scenarios import NetHack
 
 ROWS, STEPS = 2, 16
@@ -153,5 +153,6 @@ def test_finetuning_reads_the_scenarios_dataset_when_it_has_one(dataset, tmp_pat
     model = PPOFineTuning(scenario, pretrained=str(tmp_path / "pi.pt"), bc=BCConfig(batch_size=32))
     chunk = model._pretraining_sequences(ROWS, STEPS)
     assert chunk.shape == (ROWS, STEPS) and "valid" in chunk.keys()
+    assert not isinstance(model._sequence_source, RolloutSequences)  # π*'s rollouts carry "valid" too
     assert "recurrent_state_h" in model._pretraining_states(8).keys()
     assert isinstance(model._state_source, DatasetStates)

@@ -16,14 +16,7 @@ from lit_rl.models.rnd import (
     warm_up_observation_stats,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """On a busy 2-core machine two intra-op threads made these convolutions 20× slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _frames(n: int, seed: int) -> torch.Tensor:

@@ -307,16 +307,9 @@ def _as_is(batch: TensorDict) -> TensorDict:
 def policy_chunks(stream: Iterator[TensorDict]) -> Iterator[TensorDict]:
     """``NLDSequences`` batches renamed to the keys the NetHack policy and the collector use
     (``action``, ``prev_action``, ``is_init``), for BC replay and EWC inside fine-tuning."""
+    renames = {"actions": "action", "prev_actions": "prev_action", "episode_start": "is_init"}
     for chunk in stream:
-        yield TensorDict(
-            {
-                "tty_chars": chunk["tty_chars"],
-                "tty_colors": chunk["tty_colors"],
-                "tty_cursor": chunk["tty_cursor"],
-                "prev_action": chunk["prev_actions"],
-                "action": chunk["actions"],
-                "is_init": chunk["episode_start"],
-                "valid": chunk["valid"],
-            },
-            batch_size=chunk.batch_size,
-        )
+        chunk = chunk.exclude("gameids")
+        for old, new in renames.items():
+            chunk.rename_key_(old, new)
+        yield chunk

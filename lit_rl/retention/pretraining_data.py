@@ -20,17 +20,23 @@ from lit_rl.retention.base import sequence_model
 from lit_rl.scenarios.base import Scenario
 
 
+def teacher_rollout(scenario: Scenario, teacher, num_envs: int, steps: int, seed: int) -> TensorDictBase:
+    """[num_envs, steps] frames π* plays from the scenario's pre-training starts, without the
+    ``next`` entries and logits (the states alone, with the action π* took)."""
+    env = scenario.make_env(num_envs, scenario.pretraining_subspace, seed)
+    with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+        rollout = env.rollout(steps, teacher, break_when_any_done=False)
+    env.close()
+    return rollout.exclude("next", "logits")
+
+
 class TeacherRolloutStates:
     """A replay buffer of ``frames`` states visited by π* from the scenario's pre-training starts."""
 
     def __init__(self, scenario: Scenario, teacher, frames: int, num_envs: int, seed: int):
-        env = scenario.make_env(num_envs, scenario.pretraining_subspace, seed)
-        steps = max(1, frames // num_envs)
-        with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
-            rollout = env.rollout(steps, teacher, break_when_any_done=False).reshape(-1)
-        keys = [k for k in rollout.keys() if k not in ("next", "logits")]
+        rollout = teacher_rollout(scenario, teacher, num_envs, max(1, frames // num_envs), seed).reshape(-1)
         self.buffer = ReplayBuffer(storage=LazyTensorStorage(rollout.numel()))
-        self.buffer.extend(rollout.select(*keys))
+        self.buffer.extend(rollout)
 
     def __call__(self, n: int) -> TensorDictBase:
         return self.buffer.sample(n)
@@ -43,14 +49,9 @@ class RolloutSequences:
     the carried LSTM states reset when the cycle begins again."""
 
     def __init__(self, scenario: Scenario, teacher, frames: int, rows: int, seq_length: int, seed: int):
-        env = scenario.make_env(rows, scenario.pretraining_subspace, seed)
         steps = seq_length * max(1, math.ceil(frames / (rows * seq_length)))
-        with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
-            rollout = env.rollout(steps, teacher, break_when_any_done=False)
-        env.close()
-        keys = [k for k in rollout.keys() if k not in ("next", "logits")]
-        self.rollout = rollout.select(*keys)
-        self.rollout.set("valid", torch.ones(rollout.shape, dtype=torch.bool))
+        self.rollout = teacher_rollout(scenario, teacher, rows, steps, seed)
+        self.rollout.set("valid", torch.ones(self.rollout.shape, dtype=torch.bool))
         self.seq_length, self.cursor = seq_length, 0
 
     def __iter__(self) -> Iterator[TensorDictBase]:

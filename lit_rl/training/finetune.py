@@ -220,20 +220,21 @@ class PPOFineTuning(LightningModule):
         # rather than reading env_frames.
         handed_out = int(self.env_frames)
         while handed_out < self.hparams.budget_frames:
-            collector = self._make_collector(self.hparams.budget_frames - handed_out)
+            policy = self._collection_policy()
+            collector = self._make_collector(self.hparams.budget_frames - handed_out, policy)
             try:
                 for batch in collector:
                     handed_out += batch.numel()
                     yield batch
                     if self.hparams.collector_workers > 1:
-                        collector.update_policy_weights_(self._collection_policy())
+                        collector.update_policy_weights_(policy)
                 return
             except SIMULATOR_FAULTS as fault:
                 self._count_restart(fault)
             finally:
                 collector.shutdown()
 
-    def _make_collector(self, remaining: int) -> Collector:
+    def _make_collector(self, remaining: int, policy) -> Collector:
         hp = self.hparams
         frames_per_batch = hp.num_envs * hp.rollout_length
         batches = max(1, math.ceil(remaining / frames_per_batch))
@@ -248,13 +249,12 @@ class PPOFineTuning(LightningModule):
         if workers == 1:
             env = self.scenario.make_env(hp.num_envs, hp.train_start, seed, training=True)
             env = self.scenario.add_teacher_state(env, hp.num_envs) if ks else env
-            return Collector(env, self._collection_policy(), **settings)
+            return Collector(env, policy, **settings)
         per_worker = hp.num_envs // workers
         makers = [
             TrainingEnvFactory(self.scenario, per_worker, hp.train_start, seed + 97 * worker, ks)
             for worker in range(workers)
         ]
-        policy = self._collection_policy()
         # workers' envs side by side ([envs, time]), so every row stays one environment's trajectory
         return Collector(
             makers, policy, backend="process", num_collectors=workers, sync=True, cat_results=0,
@@ -280,8 +280,7 @@ class PPOFineTuning(LightningModule):
 
     def _env_seed(self) -> int:
         """Distinct per rank and per resume, so restarted runs do not replay the same episodes."""
-        rank = self.trainer.global_rank if self._trainer is not None else 0
-        return self.hparams.seed + 1000 * rank + int(self.env_frames) % 997
+        return self.hparams.seed + 1000 * self._rank()[0] + int(self.env_frames) % 997
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch.to(device) if isinstance(batch, TensorDictBase) else batch
