@@ -85,6 +85,8 @@ class LitRLCLI(LightningCLI):
             torch.set_num_threads(config.torch_threads)
         if self.subcommand == "fit":
             place_run(config)
+        elif self.subcommand in ("validate", "test"):
+            place_evaluation(config)
 
 
 def method_label(model: Namespace) -> str:
@@ -108,13 +110,32 @@ def place_run(config: Namespace) -> None:
         )
     config.run_dir = str(run_dir)
     trainer = config.trainer
-    trainer.default_root_dir = str(run_dir)
-    for logger in _as_list(trainer.logger):
-        if "save_dir" in logger.get("init_args", {}):
-            logger.init_args.save_dir = str(run_dir)
+    _write_into(trainer, run_dir)
     for callback in _as_list(trainer.callbacks):
         if callback.class_path.endswith("ModelCheckpoint") and not callback.init_args.dirpath:
             callback.init_args.dirpath = str(run_dir / "checkpoints")
+
+
+def place_evaluation(config: Namespace) -> None:
+    """``validate`` / ``test`` log into ``<run>/eval/`` of the checkpoint's run (or ``--run_dir``),
+    so evaluating several runs does not overwrite one ``runs/metrics.csv``."""
+    checkpoint = Path(config.get("ckpt_path") or "")
+    if config.run_dir:
+        out = Path(config.run_dir)
+    elif checkpoint.parent.name == "checkpoints":
+        out = checkpoint.parent.parent / "eval"
+    else:
+        out = Path("runs/eval")
+    config.run_dir = str(out)
+    _write_into(config.trainer, out)
+
+
+def _write_into(trainer: Namespace, folder: Path) -> None:
+    """Trainer outputs and every file logger go to ``folder``."""
+    trainer.default_root_dir = str(folder)
+    for logger in _as_list(trainer.logger):
+        if "save_dir" in logger.get("init_args", {}):
+            logger.init_args.save_dir = str(folder)
 
 
 def _as_list(value) -> list:

@@ -98,3 +98,5 @@ def test_validate_rebuilds_the_model_from_a_checkpoint(pretrained_apple, tmp_pat
                      "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "eval/far/return_mean" in result.stdout and "eval/close/success_rate" in result.stdout
+    # the metrics land beside the evaluated run, not in a shared runs/ folder
+    assert "eval/far/return_mean" in (run / "eval" / "metrics.csv").read_text()
