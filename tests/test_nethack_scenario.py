@@ -1,5 +1,5 @@
 """The small NetHack chain: record → behavioural cloning → fine-tune (lit-rl fit) → CLOSE/FAR eval,
-the model_115 converter, and one-line errors on bad inputs."""
+and one-line errors on bad inputs (the model_115 converter: tests/test_model115.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from lightning import Trainer
 
 from lit_rl.cli import main as lit_rl_main
 from lit_rl.data.record_nethack import record_games, record_start_states
-from lit_rl.models.scaled_net import ScaledNet
-from lit_rl.nethack_convert import CheckpointMismatch, convert_checkpoint, export, to_source_layout
 from lit_rl.scenarios.nethack import NetHack, read_start_states
 from lit_rl.training.bc_pretrain import BehaviouralCloning
 from lit_rl.training.bc_pretrain import main as bc_main
@@ -137,36 +135,6 @@ def test_tiny_fit_runs_end_to_end(dataset, pretrained, tmp_path, methods):
     assert summary["pretrained"]["far"]["episodes"] == 8
     metrics = (run / "metrics.csv").read_text().splitlines()[0]
     assert all(f"train/loss_{m}" in metrics for m in methods) and "train/visit/far" in metrics
-
-
-def test_converter_round_trip(tmp_path):
-    torch.manual_seed(0)
-    source = ScaledNet("tiny").eval()
-    path = tmp_path / "model_115.tar"
-    torch.save({"model_state_dict": to_source_layout(source), "step": 115}, path)
-    converted = convert_checkpoint(path, size="tiny").eval()
-    inputs = (
-        torch.randint(32, 128, (2, 24, 80), dtype=torch.uint8),
-        torch.randint(0, 16, (2, 24, 80), dtype=torch.int8),
-        torch.tensor([[5, 10], [12, 40]], dtype=torch.uint8),
-        torch.tensor([0, 7]),
-    )
-    with torch.no_grad():
-        torch.testing.assert_close(converted(*inputs)[0], source(*inputs)[0])
-    export(path, tmp_path / "policy.pt", size="tiny")
-    scenario = NetHack(size="tiny")
-    load_policy(tmp_path / "policy.pt", scenario.make_policy().modules(), scenario.describe())
-
-
-def test_converter_rejects_another_model_in_one_line(tmp_path):
-    path = tmp_path / "other.tar"
-    torch.save({"model_state_dict": torch.nn.Linear(4, 2).state_dict()}, path)
-    with pytest.raises(CheckpointMismatch) as error:
-        convert_checkpoint(path, size="tiny")
-    assert "\n" not in str(error.value) and "missing" in str(error.value)
-    torch.save({"model_state_dict": to_source_layout(ScaledNet("tiny"))}, path)
-    with pytest.raises(CheckpointMismatch, match="shape mismatches"):
-        convert_checkpoint(path, size="small")
 
 
 def bc_cli_error(capsys, *args: str) -> str:

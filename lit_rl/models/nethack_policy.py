@@ -33,7 +33,7 @@ from torchrl.data import Categorical, Composite, Unbounded
 from torchrl.envs import TensorDictPrimer
 from torchrl.modules import ProbabilisticActor
 
-from lit_rl.models.scaled_net import BLANK, MAP_ROWS, NUM_ACTIONS, ScaledNet
+from lit_rl.models.scaled_net import NUM_ACTIONS, ScaledNet
 
 # TorchRL's GAE vmaps the critic; the message-line encoder's embedding_bag then takes PyTorch's
 # (correct, merely slower) per-sample fallback, which warns on every batch.
@@ -85,23 +85,8 @@ class SingleStep(nn.Module):
         self.net = net
 
     def encode(self, tty_chars, tty_colors, tty_cursor, prev_action) -> torch.Tensor:
-        """``ScaledNet.encode`` with the previous-action one-hot written as a comparison, which
-        ``vmap`` accepts (``F.one_hot`` checks its input's range, a data-dependent branch)."""
-        net = self.net
-        crop_chars = net._crop(tty_chars, tty_cursor, BLANK)
-        crop_colors = net._crop(tty_colors, tty_cursor, 0)
-        actions = torch.arange(NUM_ACTIONS, device=prev_action.device)
-        features = torch.cat(
-            [
-                net.top_line(tty_chars[:, 0]),
-                net.bottom_lines(tty_chars[:, MAP_ROWS.stop :]),
-                net.map_encoder(net._embed(tty_chars[:, MAP_ROWS], tty_colors[:, MAP_ROWS])),
-                (prev_action.long().unsqueeze(-1) == actions).float(),
-                net.crop_encoder(net._embed(crop_chars, crop_colors)),
-            ],
-            dim=-1,
-        )
-        return net.fc(features)
+        """``ScaledNet.encode`` itself (vmap-friendly), so steps and sequences compute one function."""
+        return self.net.encode(tty_chars, tty_colors, tty_cursor, prev_action)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -9,9 +9,29 @@ each IMPALA block has no BatchNorm; every convolution and linear layer has a bia
 both of PyTorch's bias vectors; the crop's convolutions keep 9x9 (padding 1) and flatten to
 8x9x9 = 648 features.
 
-Smaller sizes (``small``, ``tiny``) keep the layout and shrink the widths so the model trains on
-a CPU. Rollouts should run the model in ``eval()`` mode: the BatchNorm layers then use their
-running statistics, so a state's action does not depend on which other states share its batch.
+What it computes follows the released network (Tuyls et al.'s ``NetHackNetTtyrec`` with the flags
+of ``model_115.tar``), so the converted checkpoint (``lit_rl.models.model115``) gives the original's
+logits. The places where a re-implementation easily differs, each pinned by a test in
+``tests/test_scaled_net.py``:
+
+1. status lines (rows 22-23, 160 characters): channels (c - 32) / 96 and a "number" channel
+   (c - 47) / 10 for 44 < c < 58 (``-``, ``.``, ``/`` and the digits), else 0;
+2. map encoder: embeddings -> IMPALA blocks -> flatten -> Linear -> ELU, with no activation
+   between the last residual block and the flatten;
+3. crop: a 9x9 window of the 21x80 map (screen rows 1-21), the cursor row shifted by -1 into map
+   coordinates, offsets -5 ... +3 on both axes (the cursor sits at index 5), characters and colours
+   0 outside the map (before embedding); the original's cursor is uint8, so a cursor on screen
+   row 0 wraps to map row 255 and its crop is all zeros;
+4. features into ``fc``: message, status, map, previous-action one-hot, crop;
+5. the LSTM state is zeroed where an episode starts.
+
+The character and colour embeddings are shared by the map and the crop, as in the original (where
+they live inside its screen encoder).
+
+Smaller sizes (``small``, ``tiny``) keep the layout and the computation and shrink the widths so
+the model trains on a CPU. Rollouts should run the model in ``eval()`` mode: the BatchNorm layers
+then use their running statistics, so a state's action does not depend on which other states
+share its batch.
 """
 
 from __future__ import annotations
@@ -27,6 +47,10 @@ COLS = 80
 MAP_ROWS = slice(1, 22)  # rows 1-21: the dungeon; row 0 is messages, rows 22-23 the status
 NUM_CHARS, NUM_COLORS = 256, 128
 BLANK = ord(" ")
+#: Bumped whenever the function a given set of weights computes changes, so a policy exported by an
+#: older lit_rl (whose weights were trained for the old computation) fails to load in one line
+#: instead of silently acting differently. 2: model_115's status channels, map encoder and crop.
+COMPUTATION_VERSION = 2
 
 Hidden = tuple[torch.Tensor, torch.Tensor]
 
@@ -131,12 +155,18 @@ class BottomLinesEncoder(nn.Module):
             nn.ELU(),
         )
 
-    def forward(self, chars: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def channels(chars: torch.Tensor) -> torch.Tensor:
+        """[B, 2, 80] status characters -> [B, 2, 160]: (c - 32) / 96, and (c - 47) / 10 where
+        44 < c < 58 (``-``, ``.``, ``/`` and the digits; the original's "number" mask), else 0."""
         chars = chars.flatten(-2).float()
-        is_digit = (chars >= ord("0")) & (chars <= ord("9"))
+        is_number = (chars > 44) & (chars < 58)
         scaled = (chars - 32) / 96
-        digits = is_digit * (chars - 47) / 10
-        return self.net(torch.stack([scaled, digits], dim=1))
+        numbers = is_number * (chars - 47) / 10
+        return torch.stack([scaled, numbers], dim=1)
+
+    def forward(self, chars: torch.Tensor) -> torch.Tensor:
+        return self.net(self.channels(chars))
 
 
 class ScaledNet(nn.Module):
@@ -159,9 +189,9 @@ class ScaledNet(nn.Module):
         for out in cfg.map_channels:
             blocks.append(impala_block(channels, out))
             channels, height, width = out, (height - 3) // 2 + 1, (width - 3) // 2 + 1
+        # No activation between the last residual block and the flatten (as in the original).
         self.map_encoder = nn.Sequential(
             *blocks,
-            nn.ELU(),
             nn.Flatten(),
             nn.Linear(channels * height * width, cfg.map_features),
             nn.ELU(),
@@ -184,7 +214,10 @@ class ScaledNet(nn.Module):
         self.lstm = nn.LSTM(cfg.hidden, cfg.hidden, batch_first=True)
         self.policy = nn.Linear(cfg.hidden, NUM_ACTIONS)
         self.value = nn.Linear(cfg.hidden, 1)
-        self.register_buffer("crop_offsets", torch.arange(cfg.crop_size), persistent=False)
+        # The original's window offsets: arange(-size // 2, size // 2) = -5 ... +3 for 9.
+        offsets = torch.arange(-cfg.crop_size // 2, cfg.crop_size // 2)
+        self.register_buffer("crop_offsets", offsets, persistent=False)
+        self.register_buffer("action_ids", torch.arange(NUM_ACTIONS), persistent=False)
 
     # -- parameter groups (the paper's split; fine-tuning froze the encoder) --------------------
 
@@ -213,14 +246,49 @@ class ScaledNet(nn.Module):
         embedded = torch.cat([self.char_embedding(chars.long()), self.color_embedding(colors)], dim=-1)
         return embedded.permute(0, 3, 1, 2)
 
-    def _crop(self, grid: torch.Tensor, cursor: torch.Tensor, fill: int) -> torch.Tensor:
-        """The crop_size-square window of ``grid`` [B, 24, 80] centred on ``cursor`` (row, col)."""
-        half = self.config.crop_size // 2
-        padded = F.pad(grid, (half, half, half, half), value=fill)
-        rows = cursor[:, 0].long()[:, None] + self.crop_offsets
+    def _crop(self, grid: torch.Tensor, cursor: torch.Tensor) -> torch.Tensor:
+        """The crop_size-square window of the map rows of ``grid`` [B, 24, 80] around ``cursor``.
+
+        ``cursor`` is the screen's (row, col). The row is moved into map coordinates (-1) and wraps
+        as uint8 does in the original (screen row 0 -> 255, so that crop is all zeros), whatever
+        the cursor's dtype. Window offsets are ``crop_offsets`` (-5 ... +3 for 9) on both axes;
+        cells outside the 21x80 map are 0 (the original samples with zero padding). Written as a
+        clamped gather plus a mask, with no data-dependent branch, so it runs under ``vmap``.
+        """
+        height = MAP_ROWS.stop - MAP_ROWS.start
+        map_grid = grid[:, MAP_ROWS]
+        row = (cursor[:, 0].long() - MAP_ROWS.start) % 256
+        rows = row[:, None] + self.crop_offsets
         cols = cursor[:, 1].long()[:, None] + self.crop_offsets
+        inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < COLS))[:, None, :]
         batch = torch.arange(grid.shape[0], device=grid.device)[:, None, None]
-        return padded[batch, rows[:, :, None], cols[:, None, :]]
+        values = map_grid[batch, rows.clamp(0, height - 1)[:, :, None], cols.clamp(0, COLS - 1)[:, None, :]]
+        return torch.where(inside, values, torch.zeros_like(values))
+
+    def features(
+        self,
+        tty_chars: torch.Tensor,
+        tty_colors: torch.Tensor,
+        tty_cursor: torch.Tensor,
+        prev_action: torch.Tensor,
+    ) -> torch.Tensor:
+        """Flat batch [B, 24, 80] ... -> the vector ``fc`` reads, in the original's order: message,
+        status, map, previous-action one-hot, crop.
+
+        The one-hot is a comparison with ``action_ids`` rather than ``F.one_hot``, which checks its
+        input's range (a data-dependent branch ``vmap`` rejects; EWC's per-sample Fisher vmaps this).
+        """
+        crop = self._embed(self._crop(tty_chars, tty_cursor), self._crop(tty_colors, tty_cursor))
+        return torch.cat(
+            [
+                self.top_line(tty_chars[:, 0]),
+                self.bottom_lines(tty_chars[:, MAP_ROWS.stop :]),
+                self.map_encoder(self._embed(tty_chars[:, MAP_ROWS], tty_colors[:, MAP_ROWS])),
+                (prev_action.long().unsqueeze(-1) == self.action_ids).float(),
+                self.crop_encoder(crop),
+            ],
+            dim=-1,
+        )
 
     def encode(
         self,
@@ -230,19 +298,7 @@ class ScaledNet(nn.Module):
         prev_action: torch.Tensor,
     ) -> torch.Tensor:
         """Flat batch of observations [B, 24, 80] ... -> features [B, hidden] for the LSTM."""
-        crop_chars = self._crop(tty_chars, tty_cursor, BLANK)
-        crop_colors = self._crop(tty_colors, tty_cursor, 0)
-        features = torch.cat(
-            [
-                self.top_line(tty_chars[:, 0]),
-                self.bottom_lines(tty_chars[:, MAP_ROWS.stop :]),
-                self.map_encoder(self._embed(tty_chars[:, MAP_ROWS], tty_colors[:, MAP_ROWS])),
-                F.one_hot(prev_action.long(), NUM_ACTIONS).float(),
-                self.crop_encoder(self._embed(crop_chars, crop_colors)),
-            ],
-            dim=-1,
-        )
-        return self.fc(features)
+        return self.fc(self.features(tty_chars, tty_colors, tty_cursor, prev_action))
 
     def _core(self, x: torch.Tensor, hidden: Hidden | None, is_init: torch.Tensor) -> tuple:
         """Runs the LSTM over [B, T, hidden], zeroing the state of rows where an episode starts.

@@ -24,7 +24,7 @@ from lit_rl.models.nethack_policy import (
     make_actor_critic,
     recurrent_primer,
 )
-from lit_rl.models.scaled_net import SIZES, ScaledNet
+from lit_rl.models.scaled_net import COMPUTATION_VERSION, SIZES, ScaledNet
 from lit_rl.scenarios.base import Policy, Scenario
 
 
@@ -153,4 +153,10 @@ class NetHack(Scenario):
         return policy_chunks(iter(stream))
 
     def describe(self) -> dict:
-        return {"scenario": self.name, "model": "ScaledNet", "size": self.size}
+        # the computation version makes exports of an older ScaledNet computation fail in one line
+        return {
+            "scenario": self.name,
+            "model": "ScaledNet",
+            "size": self.size,
+            "computation": COMPUTATION_VERSION,
+        }
