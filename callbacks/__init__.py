@@ -1,8 +1,18 @@
 """Lightning callbacks of lit_rl: evaluation over state subspaces, run summaries, progress."""
 
+from callbacks.checkpointing import CheckpointedMetrics, ResumableModelCheckpoint
 from callbacks.frame_progress import FrameProgressBar
+from callbacks.preemption import Preemption
 from callbacks.run_summary import RunSummary
 from callbacks.subspace_evaluation import SubspaceEvaluation
 from callbacks.throughput import Throughput
 
-__all__ = ["FrameProgressBar", "RunSummary", "SubspaceEvaluation", "Throughput"]
+__all__ = [
+    "CheckpointedMetrics",
+    "FrameProgressBar",
+    "Preemption",
+    "ResumableModelCheckpoint",
+    "RunSummary",
+    "SubspaceEvaluation",
+    "Throughput",
+]

@@ -85,6 +85,7 @@ class LitRLCLI(LightningCLI):
             torch.set_num_threads(config.torch_threads)
         if self.subcommand == "fit":
             place_run(config)
+            resume_from_readable_checkpoint(config)
         elif self.subcommand in ("validate", "test"):
             place_evaluation(config)
 
@@ -114,6 +115,18 @@ def place_run(config: Namespace) -> None:
     for callback in _as_list(trainer.callbacks):
         if callback.class_path.endswith("ModelCheckpoint") and not callback.init_args.dirpath:
             callback.init_args.dirpath = str(run_dir / "checkpoints")
+
+
+def resume_from_readable_checkpoint(config: Namespace) -> None:
+    """``--ckpt_path last`` (``RESUME=1``) → the run's newest readable checkpoint: a damaged
+    ``last.ckpt`` falls back to ``last.prev.ckpt`` with a one-line warning; none readable stops
+    with one line (exit 2). Resolved before fit, as Lightning's own ``"last"`` takes the newest
+    file by modification time without reading it (lit_rl/checkpoint_io.py)."""
+    from lit_rl.checkpoint_io import resume_checkpoint
+
+    if config.get("ckpt_path") == "last":
+        found = resume_checkpoint(Path(config.run_dir) / "checkpoints")
+        config.ckpt_path = None if found is None else str(found)
 
 
 def place_evaluation(config: Namespace) -> None:
