@@ -1,6 +1,7 @@
 """NetHack Learning Dataset ingestion through `nle.dataset` (paper section 3, pre-training data).
 
-Recordings (NLD-AA's layout, or games NLE recorded itself) are indexed in nle's sqlite database,
+Recordings in NLE's own layout (NLD-AA, which NLE recorded while AutoAscend played, or games
+recorded here) or in the alt.org layout (NLD-NAO) are indexed in nle's sqlite database,
 selected by character with SQL, and streamed as [B, T] sequence batches of terminal frames with the
 action taken at each frame, for behavioural-cloning pre-training and BC replay. Nothing is loaded
 into memory beyond the batch being filled.
@@ -103,8 +104,10 @@ def build_index(
 ) -> int:
     """Index a directory of recordings into the sqlite database; returns the dataset's game count.
 
-    `layout="nle"` reads NLE's own recordings (DIR/<run>/nle.<pid>.<k>.ttyrec3.bz2 + xlogfile);
-    `layout="altorg"` reads NLD-AA / alt.org dumps (per-player folders, xlogfile.*, blacklist.txt).
+    `layout="nle"` reads NLE's own recordings (DIR/<run>/nle.<pid>.<k>.ttyrec3.bz2 + xlogfile):
+    NLD-AA (the paper's data, recorded by NLE) and `make data ENV=nethack`'s games;
+    `layout="altorg"` reads NLD-NAO, the alt.org dumps (per-player folders, xlogfile.*,
+    blacklist.txt).
     A database can hold several datasets; an already indexed name is left as it is unless
     `refresh`, which drops it and indexes the directory again (e.g. after recording more games).
     """

@@ -16,6 +16,13 @@ Anything else (a key it cannot place, a key it expects and does not find, a shap
 stops the conversion with one line naming the keys. ScaledNet computes the original's function on
 these weights (see ``lit_rl.models.scaled_net``), so the converted policy gives the same logits.
 
+What was and was not checked: the names, shapes and dtypes come from the public source built with
+the released flags (``tests/data/model115_state_dict.tsv``), and the tests convert a checkpoint
+written with exactly those entries. The released file itself could not be downloaded where this
+was written, so it has not been converted here; in particular it is not known whether its
+``"flags"`` are plain containers (``torch.load(weights_only=True)`` reads them) or pickled objects
+(then ``--allow-pickle`` is needed, and the error says so).
+
     python -m lit_rl.models.model115 model_115.tar --out pretrained/nethack_paper.pt --size paper
 
 The output is a lit_rl policy export for the NetHack scenario at that size, loaded by fine-tuning
