@@ -1,9 +1,17 @@
 """``make report``: compare methods from the run folders' ``summary.json`` files.
 
-Writes ``<out>/report.md`` (one table per environment) and ``<out>/<env>.png`` (CLOSE and FAR
-return against environment frames, one curve per method: the mean over seeds with the min–max band),
-the paper's style of figure. The table reports FAR's minimum and mean over the run as well as its
-final value, because vanilla fine-tuning forgets FAR and may re-learn it late.
+Runs are grouped by the env preset they were configured with (``preset`` in the summary; older
+summaries without it fall back to ``env``), so a paper-scale preset and a CPU preset of the same
+environment never share a row or a curve. Within a preset, runs of the same method are the seeds of
+one row.
+
+Writes ``<out>/report.md`` (one table per preset) and ``<out>/<preset>.png`` (return against
+environment frames per subspace, one curve per method: the mean over seeds with the min–max band
+shaded, and π*'s own return as a dashed horizontal line, the level fine-tuning starts from and
+should not fall below on FAR). The table gives, per subspace, the final, lowest and mean return over
+the run as mean ± standard deviation over seeds: FAR's minimum and mean show forgetting that a
+final value hides (vanilla fine-tuning re-learns FAR late), and the mean CLOSE return is the
+``transfer`` score, the area under the downstream curve.
 """
 
 from __future__ import annotations
@@ -21,6 +29,26 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from callbacks.run_summary import TRANSFER_SUBSPACE, curve_stats, transfer  # noqa: E402
+
+STATS = ("final", "min", "mean")
+
+
+def is_pretraining(summary: dict, run_name: str = "") -> bool:
+    """A run that made π* rather than fine-tuned it.
+
+    New summaries say so in ``stage``; older ones only in the run folder's default name
+    (``<env>-pretrain-s<seed>``) or, earlier still, in ``method``.
+    """
+    if "stage" in summary:
+        return summary["stage"] == "pretrain"
+    return summary.get("method") == "pretrain" or "pretrain" in run_name.split("-")
+
+
+def preset_of(summary: dict) -> str:
+    """The grouping key: the env preset, or the environment for summaries written before presets."""
+    return summary.get("preset") or summary["env"]
+
 
 def load_summaries(runs: Path) -> list[dict]:
     """Every readable fine-tuning summary under ``runs``; unreadable ones are skipped with a warning."""
@@ -31,67 +59,137 @@ def load_summaries(runs: Path) -> list[dict]:
         except (OSError, json.JSONDecodeError) as error:
             warnings.warn(f"skipping {path}: not valid JSON ({error})", stacklevel=2)
             continue
-        if summary.get("method") != "pretrain" and summary.get("eval_history"):
+        if summary.get("eval_history") and not is_pretraining(summary, path.parent.name):
             summary["run"] = path.parent.name
             summaries.append(summary)
     return summaries
 
 
+def group_by_preset(summaries: list[dict]) -> dict[str, dict[str, list[dict]]]:
+    """``{preset: {method: [summary per seed]}}``, each list sorted by seed."""
+    groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for summary in summaries:
+        groups[preset_of(summary)][summary["method"]].append(summary)
+    for by_method in groups.values():
+        for runs in by_method.values():
+            runs.sort(key=lambda s: (s.get("seed") is None, s.get("seed")))
+    return {preset: dict(by_method) for preset, by_method in groups.items()}
+
+
 def curve(summary: dict, subspace: str) -> tuple[np.ndarray, np.ndarray]:
-    history = summary["eval_history"]
+    history = [entry for entry in summary["eval_history"] if subspace in entry]
     frames = np.array([entry["env_steps"] for entry in history], dtype=float)
     returns = np.array([entry[subspace]["return_mean"] for entry in history], dtype=float)
     return frames, returns
 
 
-def method_rows(runs: list[dict], subspaces: list[str]) -> dict:
-    """Per-method statistics averaged over seeds."""
-    row = {"seeds": len(runs), "frames": int(np.mean([r["env_steps"] for r in runs]))}
-    for subspace in subspaces:
-        ys = [curve(r, subspace)[1] for r in runs]
-        row[f"{subspace}_start"] = np.mean([y[0] for y in ys])
-        row[f"{subspace}_final"] = np.mean([y[-1] for y in ys])
-        row[f"{subspace}_min"] = np.mean([y.min() for y in ys])
-        row[f"{subspace}_mean"] = np.mean([y.mean() for y in ys])
+def run_stats(summary: dict) -> dict[str, float]:
+    """One run's figures, recomputed from its history (so summaries of any age agree)."""
+    history = summary["eval_history"]
+    row = {
+        f"{subspace}_{stat}": values[stat]
+        for subspace, values in curve_stats(history).items()
+        for stat in ("start",) + STATS
+    }
+    row["transfer"] = transfer(history)
     return row
 
 
-def table(env: str, by_method: dict[str, list[dict]], subspaces: list[str]) -> str:
-    columns = ["seeds", "frames"]
-    for subspace in subspaces:
-        columns += [f"{subspace}_start", f"{subspace}_final", f"{subspace}_min", f"{subspace}_mean"]
-    lines = [f"## {env}", "", "| method | " + " | ".join(columns) + " |"]
+def spread(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds (0 for a single seed)."""
+    array = np.asarray(values, dtype=float)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
+def method_row(runs: list[dict], subspaces: list[str]) -> dict:
+    """Per-method statistics over seeds: ``{column: (mean, std)}`` plus seeds and frames."""
+    per_run = [run_stats(r) for r in runs]
+    row: dict = {"seeds": len(runs), "frames": int(np.mean([r["env_steps"] for r in runs]))}
+    for column in [f"{s}_{stat}" for s in subspaces for stat in STATS] + ["transfer"]:
+        values = [stats[column] for stats in per_run if stats.get(column) is not None]
+        row[column] = spread(values) if values else None
+    return row
+
+
+def pretrained_reference(runs: list[dict], subspace: str) -> float | None:
+    """π*'s own mean return on ``subspace`` (its evaluation at frame 0), averaged over runs."""
+    values = [
+        r["pretrained"][subspace]["return_mean"]
+        for r in runs
+        if r.get("pretrained") and subspace in r["pretrained"]
+    ]
+    return float(np.mean(values)) if values else None
+
+
+def columns_for(subspaces: list[str]) -> list[str]:
+    return ["seeds", "frames"] + [f"{s}_{stat}" for s in subspaces for stat in STATS] + ["transfer"]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, tuple):
+        mean, std = value
+        return f"{mean:.1f} ± {std:.1f}"
+    return str(value)
+
+
+def table(preset: str, by_method: dict[str, list[dict]], subspaces: list[str]) -> str:
+    columns = columns_for(subspaces)
+    lines = [f"## {preset}", "", "| method | " + " | ".join(columns) + " |"]
     lines.append("|---" * (len(columns) + 1) + "|")
+    every_run = [r for runs in by_method.values() for r in runs]
+    reference = {s: pretrained_reference(every_run, s) for s in subspaces}
+    # π* without fine-tuning: a flat curve at its frame-0 evaluation (final = min = mean)
+    flat = {f"{s}_{stat}": reference[s] for s in subspaces for stat in STATS}
+    flat["transfer"] = reference.get(TRANSFER_SUBSPACE)
+    cells = ["π* (not fine-tuned)", "", ""] + [
+        "–" if flat[c] is None else f"{flat[c]:.1f}" for c in columns[2:]
+    ]
+    lines.append("| " + " | ".join(cells) + " |")
     for method, runs in sorted(by_method.items()):
-        row = method_rows(runs, subspaces)
-        cells = [f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in columns]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        row = method_row(runs, subspaces)
+        lines.append(f"| {method} | " + " | ".join(_cell(row[c]) for c in columns) + " |")
     lines += [
         "",
-        "`_start` is the pre-trained policy, `_final` the last evaluation, `_min` and `_mean` the",
-        "minimum and mean over all evaluations of the run (mean over seeds).",
+        "Mean ± standard deviation over seeds. `_final` is the last evaluation, `_min` and `_mean`",
+        "the lowest and the mean return over all evaluations of the run (π*'s included);",
+        f"`transfer` = `{TRANSFER_SUBSPACE}_mean`, the mean downstream ({TRANSFER_SUBSPACE.upper()}) "
+        "return over the run (area under its curve). The π* row is the pre-trained policy's own",
+        "evaluation before fine-tuning, as if it were never fine-tuned; plots shade the min–max",
+        "range over seeds and draw π* as a dashed line.",
         "",
     ]
     return "\n".join(lines)
 
 
-def plot(env: str, by_method: dict[str, list[dict]], subspaces: list[str], out: Path) -> Path:
+def mean_curve(runs: list[dict], subspace: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Frames, mean, min and max over runs, on the evaluation frames of the shortest run."""
+    curves = [curve(r, subspace) for r in runs]
+    frames = min((f for f, _ in curves), key=lambda f: f[-1])
+    ys = np.array([np.interp(frames, f, y) for f, y in curves])
+    return frames, ys.mean(0), ys.min(0), ys.max(0)
+
+
+def plot(preset: str, by_method: dict[str, list[dict]], subspaces: list[str], out: Path) -> Path:
     fig, axes = plt.subplots(1, len(subspaces), figsize=(5 * len(subspaces), 3.6), squeeze=False)
+    every_run = [r for runs in by_method.values() for r in runs]
     for ax, subspace in zip(axes[0], subspaces):
         for method, runs in sorted(by_method.items()):
-            frames, _ = curve(runs[0], subspace)
-            ys = [np.interp(frames, *curve(r, subspace)) for r in runs]
-            mean = np.mean(ys, axis=0)
-            (line,) = ax.plot(frames, mean, label=f"{method} ({len(runs)})")
+            frames, mean, low, high = mean_curve(runs, subspace)
+            (line,) = ax.plot(frames, mean, label=f"{method} ({len(runs)} seeds)")
             if len(runs) > 1:
-                ax.fill_between(frames, np.min(ys, 0), np.max(ys, 0), alpha=0.2, color=line.get_color())
-        ax.set_title(f"{env}: {subspace.upper()}")
+                ax.fill_between(frames, low, high, alpha=0.2, color=line.get_color())
+        reference = pretrained_reference(every_run, subspace)
+        if reference is not None:
+            ax.axhline(reference, color="black", linestyle="--", linewidth=1, label="π* (before fine-tuning)")
+        ax.set_title(f"{preset}: {subspace.upper()}")
         ax.set_xlabel("environment frames")
         ax.set_ylabel("return")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
-    path = out / f"{env}.png"
+    path = out / f"{preset}.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -102,16 +200,13 @@ def write_report(runs: Path, out: Path) -> Path:
     if not summaries:
         raise FileNotFoundError(f"no fine-tuning summaries under {runs}/: run `make finetune METHOD=…` first")
     out.mkdir(parents=True, exist_ok=True)
-    by_env: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for summary in summaries:
-        by_env[summary["env"]][summary["method"]].append(summary)
     sections = ["# lit_rl report", ""]
-    for env, by_method in sorted(by_env.items()):
+    for preset, by_method in sorted(group_by_preset(summaries).items()):
         first = next(iter(by_method.values()))[0]
         subspaces = [k for k in first["eval_history"][0] if k != "env_steps"]
-        sections.append(table(env, by_method, subspaces))
-        image = plot(env, by_method, subspaces, out)
-        sections += [f"![{env}]({image.name})", ""]
+        sections.append(table(preset, by_method, subspaces))
+        image = plot(preset, by_method, subspaces, out)
+        sections += [f"![{preset}]({image.name})", ""]
     path = out / "report.md"
     path.write_text("\n".join(sections))
     return path
