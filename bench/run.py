@@ -40,8 +40,12 @@ SETTINGS = {
         {"budget": 200_000, "pretrain_budget": 100_000, "ceiling_seconds": 1.0, "nethack_budget": 0},
     ),
     "memory": ({"batches": 200}, {"batches": 20}),
+    "robotic": (
+        {"seconds": 12.0, "rounds": 4, "num_envs": 8},
+        {"seconds": 4.0, "rounds": 2, "num_envs": 8},
+    ),
 }
-TIMEOUT_S = {"nethack": 240, "montezuma": 300, "apple": 120, "finetune": 400, "memory": 600}
+TIMEOUT_S = {"nethack": 240, "montezuma": 300, "apple": 120, "finetune": 400, "memory": 600, "robotic": 480}
 
 
 def section(name: str, settings: dict) -> dict:
@@ -66,6 +70,10 @@ def section(name: str, settings: dict) -> dict:
         from bench import bc_memory
 
         return bc_memory.run(small=2, factor=10, batches=settings["batches"])
+    if name == "robotic":
+        from bench import robotic_env
+
+        return robotic_env.run(settings["seconds"], settings["rounds"], settings["num_envs"])
     raise ValueError(f"unknown section {name!r}")
 
 
@@ -216,6 +224,15 @@ def rows(results: dict) -> list[dict]:
                             cost["large"] / 1024, "MiB", cost["small"] / 1024,
                             f"same, {small['games']} games", "≈ 1× (≤ 1.1×)", ratio,
                             ratio <= 1.1))  # fmt: skip
+    rs = results.get("robotic", {}).get("result")
+    if rs:
+        rates, raw = rs["rates"], next(iter(rs["rates"]))
+        for label, value in list(rates.items())[1:]:
+            single = "worker" not in label
+            ratio = value / rates[raw]
+            out.append(_row(f"RoboticSequence {label} ({rs['num_envs']} sequences)", value, "steps/s",
+                            rates[raw], "raw Meta-World loop, 1 process", "≥ 0.8×" if single else None,
+                            ratio, ratio >= 0.8 if single else None))  # fmt: skip
     return out
 
 
