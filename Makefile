@@ -169,3 +169,9 @@ ifneq ($(filter pretrain,$(MAKECMDGOALS)),)
 $(error ENV=nethack pre-trains π* by behavioural cloning: run `make nethack-pretrain` (see docs/nethack.md))
 endif
 endif
+
+# --- AppleRetrieval: the paper's forgetting figures, vanilla fine-tuning (docs/apple.md) -------
+.PHONY: apple-figures
+
+apple-figures: install ## AppleRetrieval: forgetting vs corridor length M and scale c (paper Figs 10–11) → reports/
+	$(BIN)/python -m lit_rl.apple_figures --runs runs/apple-figures --out reports

@@ -2,6 +2,7 @@
 
 from callbacks.checkpointing import CheckpointedMetrics, ResumableModelCheckpoint
 from callbacks.frame_progress import FrameProgressBar
+from callbacks.logistic_trace import LogisticActorTrace
 from callbacks.preemption import Preemption
 from callbacks.run_summary import RunSummary
 from callbacks.subspace_evaluation import SubspaceEvaluation
@@ -10,6 +11,7 @@ from callbacks.throughput import Throughput
 __all__ = [
     "CheckpointedMetrics",
     "FrameProgressBar",
+    "LogisticActorTrace",
     "Preemption",
     "ResumableModelCheckpoint",
     "RunSummary",
