@@ -58,7 +58,7 @@ SCALES = (0.05, 0.1, 0.3, 1.0)
 SCALE_SWEEP_LENGTH = 30
 DEFAULT_SCALE = 0.1
 SEEDS = (0, 1, 2)
-BUDGET = 2_000_000
+BUDGET = 1_000_000
 
 
 @dataclass(frozen=True)
