@@ -1,11 +1,22 @@
-"""A simulator that dies mid-run is restarted, counted, and the run completes its budget."""
+"""Faults a long run meets: a simulator that dies mid-run is restarted, counted, and the run
+completes its budget; a damaged checkpoint is passed over for the previous one; a disk that fills
+during a save stops the run with one line and leaves the checkpoint it had."""
+
+import errno
+import os
+import subprocess
+import sys
 
 import pytest
+import torch
 from lightning import Trainer
 
 from lit_rl.envs.apple import AppleRetrievalEnv
 from lit_rl.scenarios import AppleRetrieval
 from lit_rl.training.finetune import PPOFineTuning
+from tests.conftest import APPLE, ROOT, TRAINER
+from tests.conftest import fit as conftest_fit
+from tests.test_resume import logged_frames
 
 
 class CrashingAppleEnv(AppleRetrievalEnv):
@@ -54,3 +65,78 @@ def test_a_simulator_that_keeps_dying_stops_the_run_with_a_clear_message():
                            max_simulator_restarts=2)  # fmt: skip
     with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="resume with RESUME=1"):
         fit(module)
+
+
+# --- checkpoints a fault cannot take away (lit_rl/checkpoint_io.py) ------------------------------
+
+SMALL_BUDGET = 6400 * 25  # a checkpoint at step 20 (kept as last.prev.ckpt) and the final one at 25
+
+
+def lit_rl_fit(run, pretrained, *extra) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "lit_rl.cli", "fit", *APPLE, *TRAINER,
+               "--model.pretrained", str(pretrained), "--model.budget_frames", str(SMALL_BUDGET),
+               "--model.eval_every_frames", "64000", "--model.eval_episodes", "32",
+               "--run_dir", str(run), *extra]  # fmt: skip
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def frames_of(path) -> int:
+    return int(torch.load(path, weights_only=False)["state_dict"]["env_frames"])
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(pretrained_apple, tmp_path):
+    run = tmp_path / "run"
+    last, previous = run / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.prev.ckpt"
+    first = lit_rl_fit(run, pretrained_apple)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (frames_of(last), frames_of(previous)) == (SMALL_BUDGET, 6400 * 20)
+
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a copy cut short
+    resumed = lit_rl_fit(run, pretrained_apple, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    warning = [line for line in resumed.stderr.splitlines() if line.startswith("lit-rl: warning:")]
+    assert len(warning) == 1 and "last.ckpt" in warning[0] and "last.prev.ckpt" in warning[0]
+    assert frames_of(last) == SMALL_BUDGET, "the resumed run wrote a new, whole last.ckpt"
+    train, evals = logged_frames(run)
+    assert train == list(range(6400, SMALL_BUDGET + 1, 6400)) and evals == sorted(set(evals))
+
+    # damaged bytes inside both files: torch.load alone would not notice, the zip checksums do
+    for path in (last, previous):
+        data = bytearray(path.read_bytes())
+        middle = len(data) // 2
+        data[middle : middle + 64] = bytes(64)
+        path.write_bytes(bytes(data))
+    stopped = lit_rl_fit(run, pretrained_apple, "--ckpt_path", "last")
+    assert stopped.returncode == 2, stopped.stderr[-3000:]
+    line = stopped.stderr.strip().splitlines()[-1]
+    assert line.startswith("lit-rl: error: no readable checkpoint") and "last.prev.ckpt" in line
+
+
+def test_a_disk_that_fills_during_a_save_stops_the_run_and_keeps_the_checkpoint(
+    pretrained_apple, tmp_path, monkeypatch
+):
+    """The second checkpoint's write fails half-way with ENOSPC: the run stops with one line, the
+    first checkpoint stays readable and no temporary file is left."""
+    run = tmp_path / "run"
+    real_save, saves = torch.save, []
+
+    def disk_fills(obj, f, *args, **kwargs):
+        if getattr(f, "name", "").endswith(".tmp") and ".last.ckpt." in str(f.name):
+            saves.append(f.name)
+            if len(saves) == 2:
+                f.write(b"the first megabyte of a checkpoint")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_fills)
+    with pytest.raises(SystemExit) as stop:
+        conftest_fit("--model.pretrained", str(pretrained_apple),
+                     "--model.budget_frames", str(6400 * 45), "--model.eval_episodes", "32",
+                     "--run_dir", str(run))  # fmt: skip
+    monkeypatch.undo()
+    message = str(stop.value.code)
+    assert stop.value.code != 0 and "\n" not in message
+    assert "No space left on device" in message and "RESUME=1" in message
+    folder = run / "checkpoints"
+    assert [p.name for p in folder.iterdir()] == ["last.ckpt"]
+    assert frames_of(folder / "last.ckpt") == 6400 * 20

@@ -1,5 +1,6 @@
 """A run killed with SIGKILL resumes from its last checkpoint and completes the whole budget."""
 
+import csv
 import json
 import signal
 import subprocess
@@ -11,6 +12,24 @@ import torch
 from tests.conftest import APPLE, ROOT, TRAINER
 
 BUDGET = 384_000  # 60 batches; a checkpoint every 20 optimiser steps (128,000 frames)
+BATCH = 6400  # frames per batch on apple (64 envs × 100 steps)
+
+
+def logged_frames(run) -> tuple[list[int], list[int]]:
+    """Frame counts of the training rows and of the evaluation rows in ``<run>/metrics.csv``."""
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    train = [int(float(r["train/env_frames"])) for r in rows if r.get("train/env_frames")]
+    evals = [int(float(r["eval/env_frames"])) for r in rows if r.get("eval/env_frames")]
+    return train, evals
+
+
+def assert_metrics_cover(run, budget: int, eval_frames: list[int]) -> None:
+    """One training row per batch up to the budget and one row per evaluation: none twice, none
+    missing, across every kill and resume."""
+    train, evals = logged_frames(run)
+    assert train == list(range(BATCH, budget + 1, BATCH)), "training rows duplicated or missing"
+    assert evals == eval_frames, "evaluation rows duplicated or missing"
 
 
 def command(run, pretrained, *extra):
@@ -43,5 +62,6 @@ def test_kill_and_resume_continues_the_frame_count(pretrained_apple, tmp_path):
     assert summary["finished"] and summary["env_steps"] == BUDGET
     assert frames[0] == 0 and frames == sorted(set(frames)) and frames[-1] == BUDGET
     assert summary["pretrained"]["env_steps"] == 0
+    assert_metrics_cover(run, BUDGET, frames)
     final = torch.load(last, weights_only=False)["state_dict"]
     assert float(final["retention.ks.coef"]) < killed_coef, "the KS schedule continued"
