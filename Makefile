@@ -18,12 +18,17 @@ RESUME ?=
 LOGGER ?= neptune
 CKPT ?=
 
-METHODS := $(sort $(basename $(notdir $(wildcard configs/method/*.yaml))))
 ENVS := $(sort $(basename $(notdir $(wildcard configs/env/*.yaml))))
+# A paper preset (`nethack_paper`) overlays its CPU preset (`nethack`): only what differs is in it.
+ENV_BASE = $(firstword $(subst _, ,$(ENV)))
+METHODS := $(sort $(basename $(notdir $(wildcard configs/method/*.yaml configs/method/*/*.yaml))))
 method_list := $(subst +, ,$(METHOD))
 bad_methods := $(filter-out $(METHODS),$(method_list))
+# A method's settings: the preset's own file, else its scenario's, else the generic one.
+method_config = $(firstword $(wildcard configs/method/$(ENV)/$(1).yaml configs/method/$(ENV_BASE)/$(1).yaml) configs/method/$(1).yaml)
 
-RUN_CONFIGS = --config configs/base.yaml --config configs/env/$(ENV).yaml
+RUN_CONFIGS = --config configs/base.yaml $(if $(filter-out $(ENV),$(ENV_BASE)),--config configs/env/$(ENV_BASE).yaml) \
+	--config configs/env/$(ENV).yaml
 TRAINER_CONFIGS = --config configs/trainer/cpu.yaml \
 	$(if $(filter-out 1,$(DEVICES)),--config configs/trainer/ddp.yaml --trainer.devices $(DEVICES)) \
 	--config configs/logger/$(LOGGER).yaml
@@ -73,14 +78,17 @@ pretrain: install ## pre-train π* for ENV (its FAR subspace) → pretrained/<en
 
 finetune: install ## fine-tune π* with METHOD on ENV, evaluating CLOSE and FAR
 	@test -f $(PRETRAINED) || $(MAKE) --no-print-directory pretrain ENV=$(ENV) SEED=$(SEED)
-	$(BIN)/lit-rl fit $(RUN_CONFIGS) $(foreach m,$(filter-out none,$(method_list)),--config configs/method/$(m).yaml) \
+	$(BIN)/lit-rl fit $(RUN_CONFIGS) $(foreach m,$(filter-out none,$(method_list)),--config $(call method_config,$(m))) \
 		$(TRAINER_CONFIGS) $(COMMON_ARGS)
-	@echo "results: runs/$(ENV)-$(subst $() ,+,$(or $(filter-out none,$(method_list)),none))-s$(SEED)/summary.json  (compare runs: make report)"
 
+# A checkpoint inside a run folder is evaluated with that run's own config.yaml (same model, same
+# evaluator), so the numbers reproduce the run's summary.json; elsewhere ENV's configs are used.
+RUN_OF_CKPT = $(wildcard $(dir $(CKPT))../config.yaml)
 eval: install ## evaluate a checkpoint on CLOSE and FAR: make eval CKPT=runs/…/checkpoints/last.ckpt
 	@test -n "$(CKPT)" || { echo "error: set CKPT=<checkpoint path>, e.g. runs/apple-ewc-s0/checkpoints/last.ckpt" >&2; exit 2; }
-	$(BIN)/lit-rl validate $(RUN_CONFIGS) --config configs/trainer/cpu.yaml --config configs/logger/csv.yaml \
-		--model.pretrained null --ckpt_path $(CKPT)
+	$(BIN)/lit-rl validate $(if $(RUN_OF_CKPT),--config $(RUN_OF_CKPT) --trainer.devices 1 --trainer.strategy auto,\
+		$(RUN_CONFIGS) --model.pretrained null --config configs/trainer/cpu.yaml) \
+		--config configs/logger/csv.yaml --ckpt_path $(CKPT)
 
 report: install ## aggregate runs/*/summary.json → reports/report.md and PNG plots
 	$(BIN)/python -m lit_rl.report --runs runs --out reports
@@ -156,7 +164,7 @@ data: install ## record expert games (NLD layout) + FAR start states: make data 
 
 nethack-pretrain: install ## behavioural cloning of data/nethack → pretrained/nethack.pt
 	@test -d data/nethack || $(MAKE) --no-print-directory data ENV=nethack SEED=$(SEED)
-	$(BIN)/python -m lit_rl.training.bc_pretrain --config configs/pretrain/nethack.yaml \
+	$(BIN)/lit-rl fit --config configs/pretrain/nethack.yaml \
 		--seed_everything $(SEED) $(if $(BC_STEPS),--trainer.max_steps $(BC_STEPS))
 
 nethack-demo: install ## the whole small NetHack chain on CPU (data, BC π*, fine-tune with METHOD, report)
@@ -175,3 +183,9 @@ endif
 
 apple-figures: install ## AppleRetrieval: forgetting vs corridor length M and scale c (paper Figs 10–11) → reports/
 	$(BIN)/python -m lit_rl.apple_figures --runs runs/apple-figures --out reports
+
+# --- Fault tolerance (docs/clusters.md) ----------------------------------------------------------
+.PHONY: soak
+
+soak: install ## soak test (minutes, not in `make test`): one apple run SIGKILLed 20 times and resumed → /tmp/lit_rl_soak/soak.json
+	$(BIN)/python -m bench.soak --kills 20 --out /tmp/lit_rl_soak

@@ -9,33 +9,22 @@ of the callback state, so a resumed run keeps the curve it had.
 from __future__ import annotations
 
 from lightning import Callback, LightningModule, Trainer
-from torchrl.envs.utils import ExplorationType
-
-from lit_rl.evaluation import evaluate_episodes
 
 
 class SubspaceEvaluation(Callback):
-    """Periodic CLOSE/FAR evaluation measured in environment frames.
+    """Periodic CLOSE/FAR evaluation measured in environment frames, by the model's evaluator
+    (``SubspaceEvaluator``: episodes, seed and sampling rule are model settings, shared with
+    ``lit-rl validate``).
 
     Args:
         every_frames: evaluation period in environment frames (default: the model's
             ``eval_every_frames``, so one command-line flag sets it).
-        episodes: episodes per subspace (default: the model's ``eval_episodes``).
-        seed: seed of the evaluation environments (fixed, so evaluations are comparable).
-        deterministic: act greedily instead of sampling from the policy.
     """
 
-    def __init__(
-        self,
-        every_frames: int | None = None,
-        episodes: int | None = None,
-        seed: int = 10_000,
-        deterministic: bool = False,
-    ):
-        if (every_frames is not None and every_frames <= 0) or (episodes is not None and episodes <= 0):
-            raise ValueError("SubspaceEvaluation needs positive every_frames and episodes")
-        self.every_frames, self.episodes, self.seed = every_frames, episodes, seed
-        self.exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
+    def __init__(self, every_frames: int | None = None):
+        if every_frames is not None and every_frames <= 0:
+            raise ValueError(f"SubspaceEvaluation.every_frames must be positive, got {every_frames}")
+        self.every_frames = every_frames
         self.history: list[dict] = []
         self.next_at = 0
 
@@ -45,7 +34,6 @@ class SubspaceEvaluation(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.every_frames = self.every_frames or pl_module.hparams.eval_every_frames
-        self.episodes = self.episodes or pl_module.hparams.eval_episodes
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.history:
@@ -65,16 +53,7 @@ class SubspaceEvaluation(Callback):
         if not trainer.is_global_zero:
             return
         scenario = pl_module.scenario
-        entry = {"env_steps": frames}
-        was_training = pl_module.training
-        pl_module.eval()
-        for subspace in scenario.subspaces:
-            env = scenario.make_env(self.episodes, subspace, self.seed)
-            entry[subspace] = evaluate_episodes(
-                env, pl_module.policy["actor"], scenario.max_episode_steps, self.exploration
-            )
-            env.close()
-        pl_module.train(was_training)
+        entry = {"env_steps": frames, **pl_module.evaluator.evaluate_all(scenario, pl_module.policy["actor"])}
         self.history.append(entry)
         metrics = {
             f"eval/{subspace}/{name}": float(value)

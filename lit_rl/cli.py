@@ -1,26 +1,28 @@
-"""``lit-rl``: the Lightning CLI over ``configs/`` (omegaconf mode, so ``${…}`` interpolation works).
+"""``lit-rl``: the one Lightning CLI over ``configs/`` (omegaconf mode, so ``${…}`` interpolation works).
 
-The model is ``PPOFineTuning`` or a subclass named by ``model.class_path`` (Montezuma's PPO + RND).
-Configs are overlaid in the order given: ``--config configs/base.yaml --config configs/env/apple.yaml
---config configs/method/ewc.yaml …``. Each ``fit`` gets its own run folder
-(``runs/<env>-<method>-s<seed>`` unless ``--run_dir`` says otherwise) holding ``config.yaml``,
-``checkpoints/``, ``metrics.csv`` and ``summary.json``. Mistakes end with one line on stderr and
-exit code 2.
+The model is any LightningModule named by ``model.class_path``: ``PPOFineTuning``, its PPO + RND
+subclass (Montezuma), or NetHack's behavioural-cloning pre-training. Configs are overlaid in the
+order given: ``--config configs/base.yaml --config configs/env/apple.yaml --config
+configs/method/apple/ewc.yaml …``. Each ``fit`` gets its own run folder named by ``run_name``
+(default ``<preset>-<methods>-s<seed>``) under ``runs/`` unless ``--run_dir`` says otherwise, holding
+``config.yaml``, ``checkpoints/``, ``metrics.csv`` and ``summary.json``. Mistakes end with one line
+on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from pathlib import Path
 
 import torch
 from jsonargparse import Namespace
+from lightning import LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from lit_rl.training.finetune import PPOFineTuning
+from lit_rl.training.run_identity import default_run_name
 
-RETENTION_KEYS = ("freeze", "l2", "ewc", "bc", "ks")
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, TypeError, KeyError)
 
 
@@ -43,14 +45,44 @@ class OneLineErrorParser(LightningArgumentParser):
         raise SystemExit(2)
 
 
+#: what each restricted type of a setting accepts, in the words of the one-line error
+ACCEPTS = {
+    "PositiveInt": "an integer > 0",
+    "NonNegativeInt": "an integer >= 0",
+    "PositiveFloat": "a number > 0",
+    "NonNegativeFloat": "a number >= 0",
+    "ClosedUnitInterval": "a number in [0, 1]",
+    "OpenUnitInterval": "a number in (0, 1)",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+}
+
+
 def condense(message: str) -> str:
-    """The first line of a parser message plus its most specific cause, on one line."""
+    """A parser message on one line: for a setting of the wrong type or range, the setting, the
+    value given and what it accepts; otherwise the first line plus its most specific cause."""
     lines = [line.strip(" -") for line in str(message).splitlines() if line.strip(" -")]
     if not lines:
         return "invalid arguments"
+    typed = _typed_value_error(str(message))
+    if typed:
+        return typed
     causes = [line for line in lines[1:] if "not accepted" in line or "does not accept" in line]
     head = lines[0].rstrip(":")
     return f"{head}: {causes[0]}" if causes and causes[0] not in head else head
+
+
+def _typed_value_error(message: str) -> str | None:
+    key = re.match(r'Parser key "([^"]+)"', message)
+    kind = re.search(r"Not of type (\w+): (.*)", message)
+    if not key or not kind:
+        return None
+    given = re.search(r"Given value: (.*)", message)
+    value = given.group(1) if given else re.sub(r" does not conform.*|.*: ", "", kind.group(2))
+    accepts = ACCEPTS.get(kind.group(1), kind.group(1))
+    optional = " (or null)" if "NoneType" in message else ""
+    return f"{key.group(1)} = {value.strip()!s} is not accepted: expected {accepts}{optional}"
 
 
 class LitRLCLI(LightningCLI):
@@ -58,7 +90,7 @@ class LitRLCLI(LightningCLI):
 
     def __init__(self, args=None):
         super().__init__(
-            PPOFineTuning,
+            LightningModule,
             subclass_mode_model=True,
             save_config_callback=RunConfigSaver,
             save_config_kwargs={"overwrite": True},
@@ -70,7 +102,18 @@ class LitRLCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--run_dir", type=str | None, default=None, help="run folder")
+        parser.add_argument(
+            "--preset", type=str | None, default=None, help="env preset (set by configs/env/<preset>.yaml)"
+        )
+        parser.add_argument(
+            "--run_name",
+            type=str | None,
+            default=None,
+            help="run folder name (default <preset>-<methods>-s<seed>)",
+        )
+        parser.add_argument(
+            "--run_dir", type=str | None, default=None, help="run folder (default runs/<run_name>)"
+        )
         parser.add_argument(
             "--torch_threads",
             type=int | None,
@@ -90,19 +133,17 @@ class LitRLCLI(LightningCLI):
             place_evaluation(config)
 
 
-def method_label(model: Namespace) -> str:
-    """``pretrain`` without a pre-trained policy, else ``none`` or the active methods joined by +."""
-    if model.pretrained is None:
-        return "pretrain"
-    return "+".join(k for k in RETENTION_KEYS if model.get(k) is not None) or "none"
-
-
 def place_run(config: Namespace) -> None:
     """Point the trainer, its loggers and checkpoints at one run folder; never reuse one silently."""
+    if not config.preset:
+        raise ValueError("preset is not set: overlay an env preset (--config configs/env/<preset>.yaml)")
     model = config.model.init_args
-    scenario = model.scenario.class_path.rsplit(".", 1)[-1]
-    env = {"AppleRetrieval": "apple"}.get(scenario, scenario.lower())
-    run_dir = Path(config.run_dir or f"runs/{env}-{method_label(model)}-s{config.seed_everything}")
+    retention = [method.class_path for method in (model.get("retention") or [])]
+    pretraining = model.get("pretrained") is None and model.get("teacher") is None
+    config.run_name = config.run_name or default_run_name(
+        config.preset, retention, config.seed_everything, pretraining
+    )
+    run_dir = Path(config.run_dir or f"runs/{config.run_name}")
     resuming = config.get("ckpt_path") is not None
     if not resuming and (run_dir / "summary.json").exists():
         raise FileExistsError(
@@ -115,6 +156,8 @@ def place_run(config: Namespace) -> None:
     for callback in _as_list(trainer.callbacks):
         if callback.class_path.endswith("ModelCheckpoint") and not callback.init_args.dirpath:
             callback.init_args.dirpath = str(run_dir / "checkpoints")
+        if callback.class_path.endswith("RunSummary"):
+            callback.init_args.preset = config.preset
 
 
 def resume_from_readable_checkpoint(config: Namespace) -> None:
@@ -130,15 +173,14 @@ def resume_from_readable_checkpoint(config: Namespace) -> None:
 
 
 def place_evaluation(config: Namespace) -> None:
-    """``validate`` / ``test`` log into ``<run>/eval/`` of the checkpoint's run (or ``--run_dir``),
-    so evaluating several runs does not overwrite one ``runs/metrics.csv``."""
+    """``validate`` / ``test`` log into ``<run>/eval/`` when the checkpoint lies in a run's
+    ``checkpoints/`` (whatever ``run_dir`` the run's own config.yaml holds), else into ``--run_dir``
+    or ``runs/eval``: evaluating several runs never overwrites one shared ``metrics.csv``."""
     checkpoint = Path(config.get("ckpt_path") or "")
-    if config.run_dir:
-        out = Path(config.run_dir)
-    elif checkpoint.parent.name == "checkpoints":
+    if checkpoint.parent.name == "checkpoints":
         out = checkpoint.parent.parent / "eval"
     else:
-        out = Path("runs/eval")
+        out = Path(config.run_dir or "runs/eval")
     config.run_dir = str(out)
     _write_into(config.trainer, out)
 
@@ -162,8 +204,11 @@ def main(args: list[str] | None = None) -> None:
     # Lightning warns that manual optimisation checkpoints hold post-step weights; that is what a
     # resumed run needs (the frame counter counts the batch already learned from).
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    if args is None:
+        args = sys.argv[1:]
+    sys.argv = sys.argv[:1]  # LightningCLI warns when it is given both
     try:
-        LitRLCLI(args=args)
+        cli = LitRLCLI(args=args)
     except USER_ERRORS as error:
         # subclass mode wraps a model constructor's error in a union-validation error
         while isinstance(error.__cause__, USER_ERRORS):
@@ -171,6 +216,9 @@ def main(args: list[str] | None = None) -> None:
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         print(f"lit-rl: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    if cli.subcommand == "fit" and cli.trainer.is_global_zero:
+        run_dir = cli.config.fit.run_dir
+        print(f"results: {run_dir}/summary.json  (compare runs: make report)")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,56 @@
-"""Evaluating a policy from the start states of one subspace: one episode per environment."""
+"""Evaluating a policy from the start states of every subspace: one episode per environment.
+
+``SubspaceEvaluator`` is the one evaluation rule: training-time evaluation (the
+``SubspaceEvaluation`` callback) and ``lit-rl validate`` (``make eval``) both call it, with the same
+environment seed and the same action-sampling seed, so re-evaluating a run's checkpoint reproduces
+the numbers the run logged.
+
+TorchRL's ``EnvBase.rollout`` stops at the first (or when all) done and returns the whole
+[envs, steps] trajectory; this loop instead counts each environment's first episode only (later
+auto-reset episodes ignored) and keeps running sums, so memory does not grow with the episode length
+(NetHack: 1000 steps × 24×80 screens per environment).
+"""
 
 from __future__ import annotations
 
 import torch
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+
+class SubspaceEvaluator:
+    """Plays ``episodes`` episodes from each subspace's start states and returns their metrics.
+
+    Args:
+        episodes: episodes per subspace (one batched environment of that many copies).
+        seed: seeds the environments and, through a forked torch RNG, the sampled actions: the
+            same weights give the same numbers whenever and wherever they are evaluated.
+        deterministic: act greedily instead of sampling from the policy.
+    """
+
+    def __init__(self, episodes: int = 256, seed: int = 10_000, deterministic: bool = False):
+        if episodes < 1:
+            raise ValueError(f"eval_episodes must be >= 1, got {episodes}")
+        self.episodes, self.seed = episodes, seed
+        self.exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
+
+    def evaluate(self, scenario, actor, subspace: str) -> dict[str, float]:
+        env = scenario.make_env(self.episodes, subspace, self.seed)
+        cuda = [p.device for p in actor.parameters() if p.is_cuda][:1]
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(self.seed)
+            metrics = evaluate_episodes(env, actor, scenario.max_episode_steps, self.exploration)
+        env.close()
+        return metrics
+
+    def evaluate_all(self, scenario, actor) -> dict[str, dict[str, float]]:
+        """Metrics per subspace, the actor in eval mode meanwhile."""
+        was_training = actor.training
+        actor.eval()
+        try:
+            return {s: self.evaluate(scenario, actor, s) for s in scenario.subspaces}
+        finally:
+            actor.train(was_training)
 
 
 @torch.no_grad()

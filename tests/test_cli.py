@@ -1,8 +1,11 @@
 """The Lightning CLI: resolved configs, a tiny real fit, and one-line errors for bad input."""
 
+import csv
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -55,8 +58,14 @@ def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (["--model.ewc.cof", "3"], ["cof"]),
-        (["--model.budget_frames", "0"], ["budget_frames must be positive"]),
+        (
+            ["--config", str(ROOT / "configs/method/ewc.yaml"), "--model.retention.init_args.cof", "3"],
+            ["cof"],
+        ),
+        (["--model.budget_frames", "0"], ["budget_frames = 0 is not accepted: expected an integer > 0"]),
+        (["--model.lr", "abc"], ["lr = 'abc' is not accepted: expected a number > 0"]),
+        (["--model.gamma", "1.5"], ["gamma = 1.5", "in [0, 1]"]),
+        (["--model.num_envs", "-4"], ["num_envs = -4", "integer > 0"]),
         (["--model.pretrained", "missing/apple.pt"], ["not found", "make pretrain"]),
         (["--model.scenario.init_args.policy", "cnn"], ["unknown apple policy"]),
     ],
@@ -90,13 +99,24 @@ def test_existing_run_folder_needs_resume(pretrained_apple, tmp_path):
     assert (run / "summary.json").read_text() == before
 
 
-def test_validate_rebuilds_the_model_from_a_checkpoint(pretrained_apple, tmp_path):
-    """`make eval`: `lit-rl validate --ckpt_path` evaluates CLOSE and FAR of a saved run."""
+def test_make_eval_reproduces_the_runs_latest_evaluation(pretrained_apple, tmp_path):
+    """`make eval CKPT=<run>/checkpoints/last.ckpt` rebuilds the model from the run's own
+    config.yaml and evaluates it with the same evaluator (episodes, environment and action seeds):
+    every metric of the run's latest summary.json evaluation comes out identical."""
     run = tmp_path / "run"
-    fit(*TINY, "--model.pretrained", str(pretrained_apple), "--run_dir", str(run))
-    result = run_cli("validate", *APPLE, *TRAINER, "--model.eval_episodes", "16",
-                     "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))  # fmt: skip
+    fit(*TINY, "--config", str(ROOT / "configs/method/ewc.yaml"),
+        "--model.pretrained", str(pretrained_apple), "--run_dir", str(run))  # fmt: skip
+    result = subprocess.run(
+        ["make", "--no-print-directory", "eval", f"CKPT={run / 'checkpoints' / 'last.ckpt'}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**os.environ, "VENV": str(Path(sys.executable).parents[1])},
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "eval/far/return_mean" in result.stdout and "eval/close/success_rate" in result.stdout
     # the metrics land beside the evaluated run, not in a shared runs/ folder
-    assert "eval/far/return_mean" in (run / "eval" / "metrics.csv").read_text()
+    rows = list(csv.DictReader((run / "eval" / "metrics.csv").open()))
+    logged = {k: float(v) for row in rows for k, v in row.items() if k.startswith("eval/") and v}
+    latest = json.loads((run / "summary.json").read_text())["eval"]
+    assert latest["close"]["episodes"] == 256
+    for subspace, metrics in latest.items():
+        for name, value in metrics.items():
+            assert logged[f"eval/{subspace}/{name}"] == pytest.approx(value, rel=1e-6), (subspace, name)

@@ -14,7 +14,8 @@ from tensordict.nn import TensorDictModule, TensorDictSequential
 from torchrl.objectives import ClipPPOLoss
 
 from lit_rl.cli import main
-from lit_rl.data.montezuma_bc import load_trajectory_buffer, record
+from lit_rl.data.montezuma_bc import record
+from lit_rl.datasets.montezuma_trajectories import load_trajectory_buffer
 from lit_rl.envs.montezuma_states import RAM_LEVEL, RAM_ROOM, StartStatePool, replay
 from lit_rl.models.atari_cnn import TwoValueHeads
 from lit_rl.scenarios import Montezuma
@@ -176,8 +177,8 @@ def test_cli_pretrains_from_room_7_and_fine_tunes_with_bc_on_recorded_data(pool_
         tmp_path / "bc_run",
         "--config", str(ROOT / "configs/method/bc.yaml"),
         *pool, "--model.pretrained", str(policy),
-        "--model.pretraining_data", str(tmp_path / "bc"),
-        "--model.bc.batch_size", "8",
+        "--model.scenario.init_args.pretraining_data", str(tmp_path / "bc"),
+        "--model.retention.init_args.batch_size", "8",
     )  # fmt: skip
     assert summary["method"] == "bc" and summary["env_steps"] == 32
     assert summary["pretrained"]["far"]["episodes"] == 2

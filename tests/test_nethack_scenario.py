@@ -14,7 +14,6 @@ from lit_rl.cli import main as lit_rl_main
 from lit_rl.data.record_nethack import record_games, record_start_states
 from lit_rl.scenarios.nethack import NetHack, read_start_states
 from lit_rl.training.bc_pretrain import BehaviouralCloning
-from lit_rl.training.bc_pretrain import main as bc_main
 from lit_rl.training.policy_io import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +124,7 @@ def test_tiny_fit_runs_end_to_end(dataset, pretrained, tmp_path, methods):
         "--model.num_envs", "4",
         "--model.rollout_length", "16",
         "--model.minibatch_size", "32",
-        *(["--model.ewc.fisher_states", "64"] if "ewc" in methods else []),
+        *(["--model.retention.init_args.fisher_states", "64"] if "ewc" in methods else []),
         "--run_dir", str(run),
     ])  # fmt: skip
     summary = json.loads((run / "summary.json").read_text())
@@ -139,8 +138,8 @@ def test_tiny_fit_runs_end_to_end(dataset, pretrained, tmp_path, methods):
 
 def bc_cli_error(capsys, *args: str) -> str:
     with pytest.raises(SystemExit) as exit_info:
-        bc_main(["--config", str(ROOT / "configs/pretrain/nethack.yaml"), "--trainer.max_steps", "1",
-                 "--trainer.enable_progress_bar", "false", *args])  # fmt: skip
+        lit_rl_main(["fit", "--config", str(ROOT / "configs/pretrain/nethack.yaml"), "--trainer.max_steps",
+                     "1", "--trainer.enable_progress_bar", "false", *args])  # fmt: skip
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err

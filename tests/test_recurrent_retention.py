@@ -20,10 +20,10 @@ from torchrl.collectors import Collector
 
 from lit_rl.data.nld import build_index
 from lit_rl.data.record_nethack import record_games
-from lit_rl.retention import BCConfig, BehaviouralCloningReplay, RetentionContext, teacher_student_kl
+from lit_rl.retention import BehaviouralCloningReplay, RetentionContext, teacher_student_kl
 from lit_rl.retention.base import policy_logits, sequence_model
-from lit_rl.retention.pretraining_data import DatasetStates, RolloutSequences
 from lit_rl.scenarios import NetHack
+from lit_rl.training.pretraining_data import DatasetStates, RolloutSequences
 
 ROWS, STEPS = 2, 16
 
@@ -86,9 +86,9 @@ def test_bc_replay_carries_teacher_and_student_states_across_chunks(dataset):
     student, teacher = two_policies(scenario)
     first, second = chunks_of(dataset, scenario, 2)
     pending = iter([first.clone(), second.clone()])
-    ctx = RetentionContext(student, teacher, pretraining_states=None,
+    ctx = RetentionContext(student, teacher, {}, pretraining_states=None,
                            pretraining_sequences=lambda rows, steps: next(pending))  # fmt: skip
-    method = BehaviouralCloningReplay(BCConfig(coef=1.0, batch_size=ROWS * STEPS, seq_length=STEPS))
+    method = BehaviouralCloningReplay(coef=1.0, batch_size=ROWS * STEPS, seq_length=STEPS)
     method.loss(ctx, batch=None)
     carried = method.loss(ctx, batch=None)
 
@@ -113,9 +113,9 @@ def test_bc_replay_action_target_is_masked_cross_entropy(dataset):
     student, teacher = two_policies(scenario)
     (chunk,) = chunks_of(dataset, scenario, 1)
     chunk["valid"][:, -3:] = False  # as the zero padding at the end of a finite pass
-    ctx = RetentionContext(student, teacher, pretraining_states=None,
+    ctx = RetentionContext(student, teacher, {}, pretraining_states=None,
                            pretraining_sequences=lambda rows, steps: chunk.clone())  # fmt: skip
-    method = BehaviouralCloningReplay(BCConfig(coef=2.0, target="action", batch_size=32, seq_length=STEPS))
+    method = BehaviouralCloningReplay(coef=2.0, target="action", batch_size=32, seq_length=STEPS)
     loss = method.loss(ctx, batch=None)
     with torch.no_grad():
         logp = torch.log_softmax(sequence_model(student).replay(chunk, None)[0], -1)
@@ -150,7 +150,9 @@ def test_finetuning_reads_the_scenarios_dataset_when_it_has_one(dataset, tmp_pat
     scenario = NetHack(size="tiny", data_dir=str(dataset))
     policy = scenario.make_policy().modules()
     save_policy(tmp_path / "pi.pt", policy, scenario.describe())
-    model = PPOFineTuning(scenario, pretrained=str(tmp_path / "pi.pt"), bc=BCConfig(batch_size=32))
+    model = PPOFineTuning(
+        scenario, pretrained=str(tmp_path / "pi.pt"), retention=[BehaviouralCloningReplay(batch_size=32)]
+    )
     chunk = model._pretraining_sequences(ROWS, STEPS)
     assert chunk.shape == (ROWS, STEPS) and "valid" in chunk.keys()
     assert not isinstance(model._sequence_source, RolloutSequences)  # π*'s rollouts carry "valid" too

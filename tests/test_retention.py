@@ -15,20 +15,15 @@ from torchrl.data import Categorical
 from lit_rl.models.policies import LogisticPolicyNet, make_actor
 from lit_rl.retention import (
     EWC,
-    BCConfig,
     BehaviouralCloningReplay,
-    EWCConfig,
     Freeze,
-    FreezeConfig,
     Kickstarting,
-    KSConfig,
-    L2Config,
     L2Init,
     RetentionContext,
     teacher_student_kl,
 )
 from lit_rl.scenarios.apple import AppleRetrieval
-from lit_rl.scenarios.base import TeacherLogits
+from lit_rl.scenarios.base import ActorCritic, TeacherLogits
 from lit_rl.training.finetune import PPOFineTuning
 from lit_rl.training.policy_io import save_policy
 
@@ -64,10 +59,21 @@ def _no_states(n: int):
     raise AssertionError("pretraining_states must not be read here")
 
 
+def _policy(actor) -> ActorCritic:
+    """The logistic actor with a separate critic: every actor parameter is behaviour."""
+    return ActorCritic(actor, torch.nn.Linear(3, 1))
+
+
+def _attached(method, actor):
+    method.attach(_policy(actor))
+    return method
+
+
 def _ctx(actor, teacher=None, states=_no_states) -> RetentionContext:
     if teacher is None:
         teacher = copy.deepcopy(actor)
-    return RetentionContext(actor=actor, teacher=teacher, pretraining_states=states)
+    behaviour = dict(actor.named_parameters())
+    return RetentionContext(actor=actor, teacher=teacher, behaviour=behaviour, pretraining_states=states)
 
 
 def _bernoulli_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -77,8 +83,8 @@ def _bernoulli_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 def _anchored(kind: str, actor):
     if kind == "l2":
-        return L2Init(actor, L2Config(coef=0.7))
-    return EWC(actor, EWCConfig(coef=0.7, fisher=kind, fisher_states=512, fisher_batch=128))
+        return _attached(L2Init(coef=0.7), actor)
+    return _attached(EWC(coef=0.7, fisher=kind, fisher_states=512, fisher_batch=128), actor)
 
 
 ANCHORED = ["l2", "per_sample", "batch_mean"]
@@ -94,14 +100,14 @@ def _pretrained_path(tmp_path, scenario: AppleRetrieval) -> str:
     return str(path)
 
 
-def _finetuning(tmp_path, **methods) -> PPOFineTuning:
+def _finetuning(tmp_path, *methods) -> PPOFineTuning:
     scenario = AppleRetrieval()
     return PPOFineTuning(
         scenario,
         pretrained=_pretrained_path(tmp_path, scenario),
         num_envs=8,
         pretraining_state_frames=256,
-        **methods,
+        retention=list(methods),
     )
 
 
@@ -171,7 +177,7 @@ def test_per_sample_fisher_matches_closed_form_for_logistic_policy():
     obs = torch.tensor([-1.0, 0.5, 2.0]).repeat(10_000)
     teacher = _logistic_actor(w, b)
     actor = _logistic_actor(0.0, 0.0)  # the Fisher is π*'s, whatever the student is
-    method = EWC(actor, EWCConfig(fisher="per_sample", fisher_states=len(obs), fisher_batch=4096))
+    method = _attached(EWC(fisher="per_sample", fisher_states=len(obs), fisher_batch=4096), actor)
     method.prepare(_ctx(actor, teacher, states=_fixed_source(_states(obs))))
     p = torch.sigmoid(w * obs + b)
     f_b = (p * (1 - p)).mean()
@@ -190,8 +196,7 @@ def test_batch_mean_fisher_matches_hand_computation():
     obs = torch.randn(batch * chunks, generator=torch.Generator().manual_seed(1))
     teacher = _logistic_actor(w, b)
     actor = _logistic_actor(0.0, 0.0)
-    cfg = EWCConfig(fisher="batch_mean", fisher_states=len(obs), fisher_batch=batch)
-    method = EWC(actor, cfg)
+    method = _attached(EWC(fisher="batch_mean", fisher_states=len(obs), fisher_batch=batch), actor)
     method.prepare(_ctx(actor, teacher, states=_fixed_source(_states(obs))))
     z = (w * obs + b).double().reshape(chunks, batch)
     o = obs.double().reshape(chunks, batch)
@@ -209,7 +214,7 @@ def test_finetuning_prepares_ewc_with_either_fisher_estimate(tmp_path, fisher):
     The module's teacher has requires_grad=False; each estimate must still produce a Fisher.
     """
     torch.manual_seed(0)
-    model = _finetuning(tmp_path, ewc=EWCConfig(fisher=fisher, fisher_states=256, fisher_batch=64))
+    model = _finetuning(tmp_path, EWC(fisher=fisher, fisher_states=256, fisher_batch=64))
     model.on_fit_start()
     ewc = model.retention["ewc"]
     assert bool(ewc.prepared)
@@ -225,10 +230,10 @@ def test_retention_gradient_never_reaches_the_critic(tmp_path):
     torch.manual_seed(0)
     model = _finetuning(
         tmp_path,
-        l2=L2Config(coef=1.0),
-        ewc=EWCConfig(fisher="per_sample", fisher_states=256, fisher_batch=64),
-        bc=BCConfig(coef=1.0, batch_size=64),
-        ks=KSConfig(),
+        L2Init(coef=1.0),
+        EWC(fisher="per_sample", fisher_states=256, fisher_batch=64),
+        BehaviouralCloningReplay(coef=1.0, batch_size=64),
+        Kickstarting(),
     )
     model.on_fit_start()
     _set_logistic(model.policy["actor"], -2.0, 0.5)  # move away from π* so every term has a slope
@@ -288,7 +293,7 @@ def test_kickstarting_loss_is_coef_times_kl_on_rollout_states():
     torch.manual_seed(0)
     teacher = _logistic_actor(2.0, 1.0)
     actor = _logistic_actor(-1.0, 0.3)
-    method = Kickstarting(KSConfig(coef=0.6))
+    method = Kickstarting(coef=0.6)
     obs = torch.linspace(-1.5, 1.5, 31)
     ctx = _ctx(actor, teacher)
     loss = method.loss(ctx, _collected(obs, teacher))
@@ -305,7 +310,7 @@ def test_kickstarting_loss_is_zero_when_student_equals_teacher():
     """KS vanishes (with zero gradient) while π_θ = π*."""
     actor = _logistic_actor(0.7, -0.2)
     ctx = _ctx(actor)
-    loss = Kickstarting(KSConfig()).loss(ctx, _collected(torch.linspace(-1, 1, 11), ctx.teacher))
+    loss = Kickstarting().loss(ctx, _collected(torch.linspace(-1, 1, 11), ctx.teacher))
     assert abs(loss.item()) < 1e-7
     loss.backward()
     assert all(p.grad.abs().max() < 1e-7 for p in actor.parameters())
@@ -317,7 +322,7 @@ def test_bc_loss_is_coef_times_kl_on_pretraining_states():
     teacher = _logistic_actor(2.0, 1.0)
     actor = _logistic_actor(-1.0, 0.3)
     replay = torch.linspace(0.5, 2.0, 40)
-    method = BehaviouralCloningReplay(BCConfig(coef=2.0, batch_size=40))
+    method = BehaviouralCloningReplay(coef=2.0, batch_size=40)
     ctx = _ctx(actor, teacher, states=_fixed_source(_states(replay)))
     rollout = _states(torch.full((16,), -3.0))
     loss = method.loss(ctx, rollout)
@@ -339,7 +344,7 @@ def test_bc_action_target_is_cross_entropy_to_recorded_action():
     actions = torch.randint(0, 2, (32,), generator=torch.Generator().manual_seed(3))
     source = _fixed_source(_states(obs, action=actions))
     actor = _logistic_actor(1.2, -0.4)
-    method = BehaviouralCloningReplay(BCConfig(coef=1.5, target="action", batch_size=32))
+    method = BehaviouralCloningReplay(coef=1.5, target="action", batch_size=32)
     loss = method.loss(_ctx(actor, _logistic_actor(0.0, 0.0), source), _states(obs[:4]))
     p_right = torch.sigmoid(1.2 * obs - 0.4)
     log_lik = torch.where(actions == 1, p_right.log(), (1 - p_right).log())
@@ -355,7 +360,7 @@ def _floor_step(c0: float, decay: float, c_min: float) -> int:
 
 def test_ks_coefficient_follows_geometric_decay():
     """After k optimiser steps the KS coefficient is max(0.75·0.99998^k, 0.33) (relative 1e-5)."""
-    method = Kickstarting(KSConfig(coef=0.75, decay=0.99998, coef_min=0.33))
+    method = Kickstarting(coef=0.75, decay=0.99998, coef_min=0.33)
     done = 0
     for k in (1, 10, 100, 1_000, 10_000, 30_000):
         for _ in range(k - done):
@@ -372,7 +377,7 @@ def test_ks_coefficient_reaches_floor_at_expected_update():
     """
     k_star = _floor_step(0.75, 0.99998, 0.33)
     assert 41_000 < k_star < 41_100
-    method = Kickstarting(KSConfig(coef=0.75, decay=0.99998, coef_min=0.33))
+    method = Kickstarting(coef=0.75, decay=0.99998, coef_min=0.33)
     floor = torch.tensor(0.33)
     for _ in range(k_star - 1):
         method.after_optimizer_step()
@@ -387,11 +392,11 @@ def test_ks_coefficient_reaches_floor_at_expected_update():
 
 def test_ks_coefficient_survives_state_dict_round_trip():
     """The decayed coefficient is restored by load_state_dict into a fresh module and keeps decaying."""
-    cfg = KSConfig(coef=0.75, decay=0.99, coef_min=0.1)
-    method = Kickstarting(cfg)
+    cfg = dict(coef=0.75, decay=0.99, coef_min=0.1)
+    method = Kickstarting(**cfg)
     for _ in range(37):
         method.after_optimizer_step()
-    restored = Kickstarting(cfg)
+    restored = Kickstarting(**cfg)
     assert restored.coef.item() == pytest.approx(0.75)
     restored.load_state_dict(method.state_dict())
     assert torch.equal(restored.coef, method.coef)
@@ -407,16 +412,16 @@ def test_retention_state_survives_finetuning_state_dict_round_trip(tmp_path):
     A freshly built module that loads it has the same coefficient, and its EWC is not prepared again.
     """
     torch.manual_seed(0)
-    methods = dict(
-        ks=KSConfig(coef=0.75, decay=0.999, coef_min=0.1),
-        ewc=EWCConfig(fisher="per_sample", fisher_states=256, fisher_batch=64),
-    )
-    model = _finetuning(tmp_path, **methods)
+
+    def methods():
+        return Kickstarting(coef=0.75, decay=0.999, coef_min=0.1), EWC(fisher_states=256, fisher_batch=64)
+
+    model = _finetuning(tmp_path, *methods())
     model.on_fit_start()
     for _ in range(250):
         model.retention["ks"].after_optimizer_step()
     saved = copy.deepcopy(model.state_dict())
-    fresh = _finetuning(tmp_path / "other", **methods)
+    fresh = _finetuning(tmp_path / "other", *methods())
     assert fresh.retention["ks"].coef.item() == pytest.approx(0.75)
     fresh.load_state_dict(saved)
     assert fresh.retention["ks"].coef.item() == pytest.approx(0.75 * 0.999**250, rel=1e-5)
@@ -483,7 +488,8 @@ def _snapshot(module):
 def test_freeze_keeps_frozen_parameters_bit_identical_under_adam():
     """Frozen actor parameters are bit-identical after Adam steps on all parameters; others move."""
     policy = _mlp_policy()
-    freeze = Freeze(policy, FreezeConfig(modules=["actor"]))
+    freeze = Freeze(modules=["actor"])
+    freeze.attach(policy)
     freeze.on_env_frames(0)
     assert freeze.coef.item() == 1.0
     actor0, critic0 = _snapshot(policy["actor"]), _snapshot(policy["critic"])
@@ -497,7 +503,9 @@ def test_freeze_keeps_frozen_parameters_bit_identical_under_adam():
 def test_freeze_deeper_prefix_freezes_only_matching_parameters():
     """A prefix such as ``critic.module.0`` freezes that layer only; the rest keeps training."""
     policy = _mlp_policy()
-    Freeze(policy, FreezeConfig(modules=["critic.module.0"])).on_env_frames(0)
+    freeze = Freeze(modules=["critic.module.0"])
+    freeze.attach(policy)
+    freeze.on_env_frames(0)
     before = _snapshot(policy)
     _train(policy, torch.optim.Adam(policy.parameters(), lr=0.05))
     for name, p in policy.named_parameters():
@@ -510,7 +518,8 @@ def test_freeze_deeper_prefix_freezes_only_matching_parameters():
 def test_freeze_thaws_at_unfreeze_frame():
     """Parameters stay frozen below ``unfreeze_at`` env frames, thaw at it, and then train."""
     policy = _mlp_policy()
-    freeze = Freeze(policy, FreezeConfig(modules=["actor"], unfreeze_at=1000))
+    freeze = Freeze(modules=["actor"], unfreeze_at=1000)
+    freeze.attach(policy)
     optimiser = torch.optim.Adam(policy.parameters(), lr=0.05)
     before = _snapshot(policy["actor"])
     for frames in (0, 500, 999):
@@ -530,11 +539,11 @@ def test_freeze_thaws_at_unfreeze_frame():
 def test_freeze_unknown_module_prefix_raises(modules):
     """A prefix that matches no parameter name (on a '.' boundary) is rejected with ValueError."""
     policy = _mlp_policy()
-    with pytest.raises(ValueError, match="match no parameter"):
-        Freeze(policy, FreezeConfig(modules=modules))
+    with pytest.raises(ValueError, match="match no trainable parameter"):
+        Freeze(modules=modules).attach(policy)
 
 
 def test_bc_settings_must_be_positive():
     """A zero chunk length or batch is refused when the settings are read, in one line."""
     with pytest.raises(ValueError, match=r"bc.batch_size \(256\) and bc.seq_length \(0\) must be >= 1"):
-        BCConfig(seq_length=0)
+        BehaviouralCloningReplay(seq_length=0)

@@ -2,7 +2,8 @@
 
 `record` plays the exported π* from the FAR start pool (Room 7) and writes every frame it saw, with
 its action, room and episode index, as a memory-mapped TensorDict folder; `load_trajectory_buffer`
-reopens it as a TorchRL replay buffer that BC samples (``model.pretraining_data: <folder>``).
+reopens it (``lit_rl.datasets.montezuma_trajectories``) as the replay buffer BC samples
+(``model.scenario.init_args.pretraining_data: <folder>``).
 Command line::
 
     python -m lit_rl.data.montezuma_bc --policy pretrained/montezuma.pt \
@@ -20,15 +21,11 @@ from pathlib import Path
 
 import torch
 from tensordict import TensorDict
-from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+from lit_rl.datasets.montezuma_trajectories import FRAMES, KEYS, META
 from lit_rl.scenarios.montezuma import Montezuma
 from lit_rl.training.policy_io import load_policy
-
-#: what BC needs (pixels) plus what lets a user inspect the trajectories
-KEYS = ("pixels", "action", "room", "x", "y", "keys", "episode", "step")
-META = "meta.json"
 
 
 @torch.no_grad()
@@ -73,7 +70,7 @@ def record(
     data = torch.cat(chunks)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data.memmap(out / "frames")
+    data.memmap(out / FRAMES)
     meta = {
         "policy": str(policy_path),
         "pool": scenario.pool_path,
@@ -85,20 +82,6 @@ def record(
     }
     (out / META).write_text(json.dumps(meta, indent=2))
     return data
-
-
-def load_trajectory_buffer(path: str | Path) -> ReplayBuffer:
-    """The recorded frames as a uniformly sampled TorchRL replay buffer (kept in memory)."""
-    folder = Path(path) / "frames"
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"no recorded π* trajectories in {path}: record them with "
-            "`python -m lit_rl.data.montezuma_bc --out " + str(path) + "`"
-        )
-    data = TensorDict.load_memmap(folder).to_tensordict()
-    buffer = ReplayBuffer(storage=LazyTensorStorage(data.numel()))
-    buffer.extend(data)
-    return buffer
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,7 +46,6 @@ NUM_ACTIONS = 121
 COLS = 80
 MAP_ROWS = slice(1, 22)  # rows 1-21: the dungeon; row 0 is messages, rows 22-23 the status
 NUM_CHARS, NUM_COLORS = 256, 128
-BLANK = ord(" ")
 #: Bumped whenever the function a given set of weights computes changes, so a policy exported by an
 #: older lit_rl (whose weights were trained for the old computation) fails to load in one line
 #: instead of silently acting differently. 2: model_115's status channels, map encoder and crop.

@@ -1,29 +1,22 @@
 """Knowledge-retention methods mixed into the actor-critic objective (paper §2).
 
-Each method has a settings dataclass (what its YAML under ``configs/method/`` fills in) and a
-``RetentionMethod`` that holds its state. ``METHODS`` is the list users choose from; ``none`` is
-plain fine-tuning. Several methods combine by setting several of them (``METHOD=bc+ks``).
+Each method is one ``RetentionMethod`` subclass whose constructor takes its own settings; a run
+lists the methods it uses (``model.retention``: class paths with their settings, appended by each
+``configs/method/<name>.yaml``), so methods combine (``METHOD=bc+ks``) and the trainer has no
+argument per method. No method listed is plain fine-tuning (``none``).
 """
 
-from lit_rl.retention.anchored import EWC, EWCConfig, L2Config, L2Init
+from lit_rl.retention.anchored import EWC, L2Init
 from lit_rl.retention.base import RetentionContext, RetentionMethod, teacher_student_kl
-from lit_rl.retention.distillation import BCConfig, BehaviouralCloningReplay, Kickstarting, KSConfig
-from lit_rl.retention.freeze import Freeze, FreezeConfig
-
-METHODS = ("none", "freeze", "l2", "ewc", "bc", "ks")
+from lit_rl.retention.distillation import BehaviouralCloningReplay, Kickstarting
+from lit_rl.retention.freeze import Freeze
 
 __all__ = [
-    "BCConfig",
     "BehaviouralCloningReplay",
     "EWC",
-    "EWCConfig",
     "Freeze",
-    "FreezeConfig",
-    "KSConfig",
     "Kickstarting",
-    "L2Config",
     "L2Init",
-    "METHODS",
     "RetentionContext",
     "RetentionMethod",
     "teacher_student_kl",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -11,48 +10,25 @@ from torch.func import functional_call, grad, vmap
 from lit_rl.retention.base import (
     RetentionContext,
     RetentionMethod,
-    actor_parameters,
     buffer_name,
     policy_logits,
 )
-
-
-@dataclass
-class L2Config:
-    """L2 towards the pre-trained weights: coef · Σ_i (θ_i − θ*_i)²."""
-
-    coef: float = 1.0
-
-
-@dataclass
-class EWCConfig:
-    """Elastic weight consolidation: coef · Σ_i F_i (θ_i − θ*_i)², F the diagonal Fisher of π*.
-
-    ``fisher``: ``per_sample`` is the textbook E_s E_{a∼π*}[(∂ log π*(a|s)/∂θ)²]; ``batch_mean`` is the
-    paper code's coarse empirical Fisher: the squared gradient of each minibatch's mean cross-entropy
-    to π*'s own argmax action, averaged over minibatches. The paper's NetHack λ is 2·10⁷ in code and
-    2·10⁶ in its text.
-    """
-
-    coef: float = 1.0
-    fisher: Literal["per_sample", "batch_mean"] = "per_sample"
-    fisher_states: int = 4096
-    fisher_batch: int = 256
+from lit_rl.scenarios.base import ActorCritic
 
 
 class AnchoredPenalty(RetentionMethod):
-    """Σ_i w_i (θ_i − θ*_i)² over the actor's parameters, scaled by ``coef``.
+    """Σ_i w_i (θ_i − θ*_i)² over the behaviour parameters, scaled by ``coef``.
 
-    θ* and the weights w are buffers shaped like the actor's parameters, so they are allocated at
-    construction (checkpoints can then restore them) and filled by ``prepare``.
+    θ* and the weights w are buffers shaped like those parameters, so they are allocated when the
+    method is attached (checkpoints can then restore them) and filled by ``prepare``. The value
+    head and the scenario's fixed parts are not behaviour parameters: they get no penalty.
     """
 
-    def __init__(self, actor: torch.nn.Module, coef: float):
-        super().__init__(coef)
-        self._names = list(actor_parameters(actor))
-        for name, p in actor_parameters(actor).items():
+    def attach(self, policy: ActorCritic) -> None:
+        for name, p in policy.behaviour_parameters().items():
             self.register_buffer(f"anchor__{buffer_name(name)}", torch.zeros_like(p))
             self.register_buffer(f"weight__{buffer_name(name)}", torch.ones_like(p))
+        self._names = list(policy.behaviour_parameters())
 
     def anchor(self, name: str) -> torch.Tensor:
         return getattr(self, f"anchor__{buffer_name(name)}")
@@ -61,43 +37,64 @@ class AnchoredPenalty(RetentionMethod):
         return getattr(self, f"weight__{buffer_name(name)}")
 
     def prepare_from(self, ctx: RetentionContext) -> None:
-        for name, p in actor_parameters(ctx.teacher).items():
-            self.anchor(name).copy_(p.detach())
+        teacher = dict(ctx.teacher.named_parameters())
+        for name in self._names:
+            self.anchor(name).copy_(teacher[name].detach())
         self.fill_weights(ctx)
 
     def fill_weights(self, ctx: RetentionContext) -> None:
         """Unweighted by default (L2-init)."""
 
-    def penalty(self, actor: torch.nn.Module) -> torch.Tensor:
+    def penalty(self, behaviour: dict[str, torch.nn.Parameter]) -> torch.Tensor:
         terms = [
-            (self.weight(name) * (p - self.anchor(name)) ** 2).sum()
-            for name, p in actor_parameters(actor).items()
+            (self.weight(name) * (behaviour[name] - self.anchor(name)) ** 2).sum() for name in self._names
         ]
         return torch.stack(terms).sum()
 
     def loss(self, ctx: RetentionContext, batch) -> torch.Tensor:
-        return self.coef * self.penalty(ctx.actor)
+        return self.coef * self.penalty(ctx.behaviour)
 
 
 class L2Init(AnchoredPenalty):
-    name = "l2"
+    """L2 towards the pre-trained weights: coef · Σ_i (θ_i − θ*_i)² (the paper's L2-init baseline)."""
 
-    def __init__(self, actor: torch.nn.Module, config: L2Config):
-        super().__init__(actor, config.coef)
+    name = "l2"
 
 
 class EWC(AnchoredPenalty):
+    """Elastic weight consolidation: coef · Σ_i F_i (θ_i − θ*_i)², F the diagonal Fisher of π*.
+
+    Args:
+        coef: λ. The paper's NetHack λ is 2·10⁷ in code and 2·10⁶ in its text.
+        fisher: ``per_sample`` is the textbook E_s E_{a∼π*}[(∂ log π*(a|s)/∂θ)²]; ``batch_mean`` is
+            the paper code's coarse empirical Fisher: the squared gradient of each minibatch's mean
+            cross-entropy to π*'s own argmax action, averaged over minibatches.
+        fisher_states: pre-training states the Fisher is estimated on.
+        fisher_batch: states per minibatch of that estimate.
+    """
+
     name = "ewc"
 
-    def __init__(self, actor: torch.nn.Module, config: EWCConfig):
-        super().__init__(actor, config.coef)
-        self.config = config
+    def __init__(
+        self,
+        coef: float = 1.0,
+        fisher: Literal["per_sample", "batch_mean"] = "per_sample",
+        fisher_states: int = 4096,
+        fisher_batch: int = 256,
+    ):
+        super().__init__(coef)
+        if fisher_states < 1 or fisher_batch < 1:
+            raise ValueError(
+                f"ewc.fisher_states ({fisher_states}) and ewc.fisher_batch ({fisher_batch}) must be >= 1"
+            )
+        self.fisher, self.fisher_states, self.fisher_batch = fisher, fisher_states, fisher_batch
 
     def fill_weights(self, ctx: RetentionContext) -> None:
-        states = ctx.pretraining_states(self.config.fisher_states)
-        estimate = per_sample_fisher if self.config.fisher == "per_sample" else batch_mean_fisher
-        for name, value in estimate(ctx.teacher, states, self.config.fisher_batch).items():
-            self.weight(name).copy_(value)
+        states = ctx.pretraining_states(self.fisher_states)
+        estimate = per_sample_fisher if self.fisher == "per_sample" else batch_mean_fisher
+        for name, value in estimate(ctx.teacher, states, self.fisher_batch).items():
+            if name in self._names:
+                self.weight(name).copy_(value)
 
 
 def per_sample_fisher(actor, states, batch_size: int) -> dict[str, torch.Tensor]:
@@ -141,7 +138,7 @@ def batch_mean_fisher(actor, states, batch_size: int) -> dict[str, torch.Tensor]
     The teacher's parameters are frozen, so gradients are taken with respect to detached copies
     swapped in through ``functional_call``.
     """
-    params = {k: v.detach().clone().requires_grad_(True) for k, v in actor_parameters(actor).items()}
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in actor.named_parameters()}
     named = {f"actor.{k}": v for k, v in params.items()}
     totals = {k: torch.zeros_like(v) for k, v in params.items()}
     chunks = states.split(batch_size)

@@ -1,9 +1,13 @@
 """The one small interface every knowledge-retention method implements.
 
-A method is prepared once from the pre-trained policy π* (and its data, if it needs any), adds a
-scalar term to the actor-critic loss for each minibatch, and advances its own coefficient schedule
-after each optimiser step. Whatever it holds (θ*, Fisher, coefficient) lives in buffers, so Lightning
-checkpoints save it and a resumed run restores it instead of preparing again.
+A method is a configured component: its constructor takes only its own settings (what its YAML
+under ``configs/method/`` lists), so the trainer takes a list of them and has no argument per
+method. The trainer then ``attach``es it to the policy (state shaped like the behaviour
+parameters is allocated there, before a checkpoint restores it), ``prepare``s it once from π* (and
+its data, if it needs any), adds its scalar term to the actor-critic loss for each minibatch, and
+lets it advance its own coefficient schedule after each optimiser step. Whatever it holds (θ*,
+Fisher, coefficient) lives in buffers, so Lightning checkpoints save it and a resumed run restores
+it instead of preparing again.
 """
 
 from __future__ import annotations
@@ -16,13 +20,17 @@ from tensordict import TensorDictBase
 from torch import nn
 from torchrl.modules import ProbabilisticActor
 
+from lit_rl.scenarios.base import ActorCritic
+
 
 @dataclass
 class RetentionContext:
-    """What a method may read: the student actor, the frozen teacher π*, pre-training states."""
+    """What a method may read: the student actor, the frozen teacher π*, the behaviour parameters
+    (named as inside the actor; the value head and fixed parts excluded), pre-training states."""
 
     actor: ProbabilisticActor
     teacher: ProbabilisticActor
+    behaviour: dict[str, nn.Parameter]
     #: returns a batch of states from the pre-training data (n states)
     pretraining_states: Callable[[int], TensorDictBase]
     #: recurrent policies only: the next [rows, seq_length] chunk of pre-training sequences, each
@@ -31,14 +39,24 @@ class RetentionContext:
 
 
 class RetentionMethod(nn.Module):
-    """Base class: subclasses override ``prepare_from`` and ``loss``; all hooks default to no-ops."""
+    """Base class: subclasses override ``prepare_from`` and ``loss``; all hooks default to no-ops.
+
+    ``name`` keys the method's loss (``train/loss_<name>``), its checkpoint state and the run's
+    name; ``needs_teacher_logits`` asks the collector to run π* beside the student.
+    """
 
     name: str = "retention"
+    needs_teacher_logits: bool = False
 
     def __init__(self, coef: float = 0.0):
         super().__init__()
+        if coef < 0:
+            raise ValueError(f"{self.name}.coef must be >= 0, got {coef}")
         self.register_buffer("coef", torch.tensor(float(coef)))
         self.register_buffer("prepared", torch.tensor(False))
+
+    def attach(self, policy: ActorCritic) -> None:
+        """Bind to the trainer's policy once, at construction (before a checkpoint restores)."""
 
     def prepare(self, ctx: RetentionContext) -> None:
         """Prepare once; a method restored from a checkpoint is already prepared."""
@@ -58,11 +76,6 @@ class RetentionMethod(nn.Module):
 
     def on_env_frames(self, env_frames: int) -> None:
         """React to training progress measured in environment frames."""
-
-
-def actor_parameters(actor: nn.Module) -> dict[str, nn.Parameter]:
-    """The actor's trainable parameters by name; the critic is never regularised."""
-    return {name: p for name, p in actor.named_parameters()}
 
 
 def buffer_name(param_name: str) -> str:

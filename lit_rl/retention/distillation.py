@@ -13,7 +13,6 @@ collected (``Scenario.teacher_probe``), from its own recurrent state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -29,57 +28,62 @@ from lit_rl.retention.base import (
 )
 
 
-@dataclass
-class BCConfig:
-    """Behavioural-cloning replay: coef · E_{s∼pre-training data} KL(π* ‖ π_θ).
+class CarriedSequence:
+    """Replays consecutive [B, T] chunks through a recurrent actor, carrying its LSTM state from
+    one chunk to the next (detached: truncated back-propagation through time); ``is_init`` resets
+    it inside a chunk. Shared by BC pre-training and BC replay. The carried state is not
+    checkpointed: a resumed run restarts its stream."""
 
-    ``target: action`` swaps the KL for the cross-entropy to the recorded expert action.
-    The paper's NetHack setting: coef 2.0, no decay, 4096 states per update. Recurrent policies
-    replay ``batch_size // seq_length`` rows of ``seq_length`` consecutive frames.
-    """
+    def __init__(self):
+        self.state: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    coef: float = 1.0
-    target: Literal["teacher", "action"] = "teacher"
-    batch_size: int = 256
-    seq_length: int = 32
-
-    def __post_init__(self):
-        if self.batch_size < 1 or self.seq_length < 1:
-            raise ValueError(
-                f"bc.batch_size ({self.batch_size}) and bc.seq_length ({self.seq_length}) must be >= 1"
-            )
+    def logits(self, actor, chunk: TensorDictBase, detach: bool = True) -> torch.Tensor:
+        state = self.state if self.state is not None and self.state[0].shape[0] == chunk.shape[0] else None
+        logits, state = sequence_model(actor).replay(chunk, state)
+        self.state = (state[0].detach(), state[1].detach()) if detach else state
+        return logits
 
 
-@dataclass
-class KSConfig:
-    """Kickstarting: coef_t · E_{s∼current rollouts} KL(π* ‖ π_θ), coef_t ← max(coef_t·decay, coef_min).
-
-    Defaults are the paper code's (0.75, 0.99998, floor 0.33); the paper text says 0.5 with no floor
-    (set ``coef_min: 0``).
-    """
-
-    coef: float = 0.75
-    decay: float = 0.99998
-    coef_min: float = 0.33
+def sequence_cross_entropy(logits: torch.Tensor, chunk: TensorDictBase) -> torch.Tensor:
+    """− E_{(s,a)∼D} log π_θ(a|s) over a chunk's valid frames (padding masked): the BC loss."""
+    ce = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), chunk["action"].reshape(-1), reduction="none"
+    )
+    return masked_mean(ce, chunk.get("valid", None))
 
 
 class BehaviouralCloningReplay(RetentionMethod):
+    """Behavioural-cloning replay: coef · E_{s∼pre-training data} KL(π* ‖ π_θ).
+
+    Args:
+        coef: c. The paper's NetHack setting: 2.0, no decay, 4096 states per update.
+        target: ``teacher`` (KL to π*) or ``action`` (cross-entropy to the recorded expert action).
+        batch_size: pre-training states per minibatch; recurrent policies replay
+            ``batch_size // seq_length`` rows of ``seq_length`` consecutive frames.
+        seq_length: frames per replayed row (recurrent policies).
+    """
+
     name = "bc"
 
-    def __init__(self, config: BCConfig):
-        super().__init__(config.coef)
-        self.config = config
-        # LSTM states carried between chunks; a resumed run restarts the stream, so they are not
-        # checkpointed
-        self._student_state: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._teacher_state: tuple[torch.Tensor, torch.Tensor] | None = None
+    def __init__(
+        self,
+        coef: float = 1.0,
+        target: Literal["teacher", "action"] = "teacher",
+        batch_size: int = 256,
+        seq_length: int = 32,
+    ):
+        super().__init__(coef)
+        if batch_size < 1 or seq_length < 1:
+            raise ValueError(f"bc.batch_size ({batch_size}) and bc.seq_length ({seq_length}) must be >= 1")
+        self.target, self.batch_size, self.seq_length = target, batch_size, seq_length
+        self._student, self._teacher = CarriedSequence(), CarriedSequence()
 
     def loss(self, ctx: RetentionContext, batch: TensorDictBase) -> torch.Tensor:
         if ctx.pretraining_sequences is not None:
             return self._sequence_loss(ctx)
-        states = ctx.pretraining_states(self.config.batch_size)
+        states = ctx.pretraining_states(self.batch_size)
         student = policy_logits(ctx.actor, states)
-        if self.config.target == "action":
+        if self.target == "action":
             return self.coef * torch.nn.functional.cross_entropy(student, states["action"])
         with torch.no_grad():
             teacher = policy_logits(ctx.teacher, states)
@@ -87,36 +91,30 @@ class BehaviouralCloningReplay(RetentionMethod):
 
     def _sequence_loss(self, ctx: RetentionContext) -> torch.Tensor:
         """The same terms on the next chunk, each network continuing from its own carried state."""
-        seq_length = self.config.seq_length
-        chunk = ctx.pretraining_sequences(max(1, self.config.batch_size // seq_length), seq_length)
-        student, state = sequence_model(ctx.actor).replay(chunk, self._carried(self._student_state, chunk))
-        self._student_state = (state[0].detach(), state[1].detach())
-        valid = chunk.get("valid", None)
-        if self.config.target == "action":
-            ce = torch.nn.functional.cross_entropy(
-                student.flatten(0, 1), chunk["action"].reshape(-1), reduction="none"
-            )
-            return self.coef * masked_mean(ce, valid)
+        chunk = ctx.pretraining_sequences(max(1, self.batch_size // self.seq_length), self.seq_length)
+        student = self._student.logits(ctx.actor, chunk)
+        if self.target == "action":
+            return self.coef * sequence_cross_entropy(student, chunk)
         with torch.no_grad():
-            teacher, self._teacher_state = sequence_model(ctx.teacher).replay(
-                chunk, self._carried(self._teacher_state, chunk)
-            )
-        return self.coef * teacher_student_kl(teacher, student, valid)
-
-    @staticmethod
-    def _carried(state, chunk: TensorDictBase):
-        """The carried state if it fits this chunk's rows (else start from zeros)."""
-        if state is None or state[0].shape[0] != chunk.shape[0]:
-            return None
-        return state
+            teacher = self._teacher.logits(ctx.teacher, chunk)
+        return self.coef * teacher_student_kl(teacher, student, chunk.get("valid", None))
 
 
 class Kickstarting(RetentionMethod):
-    name = "ks"
+    """Kickstarting: coef_t · E_{s∼current rollouts} KL(π* ‖ π_θ), coef_t ← max(coef_t·decay, coef_min).
 
-    def __init__(self, config: KSConfig):
-        super().__init__(config.coef)
-        self.config = config
+    Defaults are the paper code's (0.75, 0.99998, floor 0.33); the paper text says 0.5 with no floor
+    (``coef_min: 0``).
+    """
+
+    name = "ks"
+    needs_teacher_logits = True
+
+    def __init__(self, coef: float = 0.75, decay: float = 0.99998, coef_min: float = 0.33):
+        super().__init__(coef)
+        if not 0 < decay <= 1 or coef_min < 0:
+            raise ValueError(f"ks.decay must be in (0, 1] and ks.coef_min >= 0, got {decay}, {coef_min}")
+        self.initial_coef, self.decay, self.coef_min = coef, decay, coef_min
         self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
 
     def loss(self, ctx: RetentionContext, batch: TensorDictBase) -> torch.Tensor:
@@ -128,5 +126,4 @@ class Kickstarting(RetentionMethod):
         """c_t = max(c_0 · decay^t, c_min), computed from the step count in double precision so the
         floor arrives on the documented update (≈41,050 for the paper code's values)."""
         self.steps += 1
-        c = self.config
-        self.coef.fill_(max(c.coef * c.decay ** int(self.steps), c.coef_min))
+        self.coef.fill_(max(self.initial_coef * self.decay ** int(self.steps), self.coef_min))

@@ -1,44 +1,43 @@
 """Freezing chosen parts of the policy, optionally until a set number of environment frames.
 
-The paper froze NetHack's encoders during fine-tuning for stability; freezing the whole actor is the
-crudest retention baseline. Parameters are chosen by name prefix within the policy
-(``actor``, ``critic``, or any deeper prefix such as ``actor.module.0``).
+Freezing the whole actor is the crudest retention baseline. Parameters are chosen through the
+policy contract (``ActorCritic.select``): ``actor`` means the behaviour parameters (the value head of
+a shared trunk keeps training), ``critic`` the value function's own, any deeper name prefix
+(``actor.module.0``) the parameters under it. The scenario's fixed parts (NetHack's encoders) are
+never chosen, so a thaw restores exactly what this method froze.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from torch import nn
 
 from lit_rl.retention.base import RetentionMethod
-
-
-@dataclass
-class FreezeConfig:
-    """Freeze parameters whose name starts with one of ``modules``; thaw them at ``unfreeze_at``."""
-
-    modules: list[str] = field(default_factory=lambda: ["actor"])
-    unfreeze_at: int | None = None
+from lit_rl.scenarios.base import ActorCritic
 
 
 class Freeze(RetentionMethod):
+    """Freeze the parameters chosen by ``modules``; thaw them at ``unfreeze_at`` env frames."""
+
     name = "freeze"
 
-    def __init__(self, policy: nn.Module, config: FreezeConfig):
+    def __init__(self, modules: list[str] | None = None, unfreeze_at: int | None = None):
         super().__init__(0.0)
-        self.config = config
-        self._params = [
-            p
-            for name, p in policy.named_parameters()
-            if any(name == m or name.startswith(m + ".") for m in config.modules)
-        ]
+        if unfreeze_at is not None and unfreeze_at < 0:
+            raise ValueError(f"freeze.unfreeze_at must be >= 0 frames, got {unfreeze_at}")
+        self.modules_to_freeze = list(modules or ["actor"])
+        self.unfreeze_at = unfreeze_at
+        self._params: list[nn.Parameter] = []
+
+    def attach(self, policy: ActorCritic) -> None:
+        self._params = policy.select(self.modules_to_freeze)
         if not self._params:
             names = sorted({n.split(".")[0] for n, _ in policy.named_parameters()})
-            raise ValueError(f"freeze.modules {config.modules} match no parameter; try {names}")
+            raise ValueError(
+                f"freeze.modules {self.modules_to_freeze} match no trainable parameter; try {names}"
+            )
 
     def on_env_frames(self, env_frames: int) -> None:
-        thawed = self.config.unfreeze_at is not None and env_frames >= self.config.unfreeze_at
+        thawed = self.unfreeze_at is not None and env_frames >= self.unfreeze_at
         for p in self._params:
             p.requires_grad_(thawed)
         self.coef.fill_(0.0 if thawed else 1.0)

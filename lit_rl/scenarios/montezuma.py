@@ -16,6 +16,7 @@ from tensordict import TensorDictBase
 from torchrl.data import Binary
 from torchrl.envs import EnvBase
 
+from lit_rl.datasets.montezuma_trajectories import load_trajectory_buffer
 from lit_rl.envs.montezuma import MAX_EPISODE_STEPS, STACK, MontezumaEnv
 from lit_rl.envs.montezuma_states import StartStatePool
 from lit_rl.models.atari_cnn import make_atari_actor_critic
@@ -49,6 +50,8 @@ class Montezuma(Scenario):
             rooms numbered ``far_room`` or higher (or on a later level) count as FAR visits.
         max_episode_steps: agent steps per episode (truncation); the paper uses 4500.
         sticky_prob: sticky-action probability (0.25 in the paper).
+        pretraining_data: a π* trajectory folder (``make montezuma-bc-data``); when set, BC and
+            EWC sample its states instead of fresh π* rollouts from the FAR pool.
     """
 
     name = "montezuma"
@@ -60,11 +63,13 @@ class Montezuma(Scenario):
         far_room: int = FAR_ROOM,
         max_episode_steps: int = MAX_EPISODE_STEPS,
         sticky_prob: float = 0.25,
+        pretraining_data: str | None = None,
     ):
         self.pool_path = pool
         self.far_room = far_room
         self.max_episode_steps = max_episode_steps
         self.sticky_prob = sticky_prob
+        self.pretraining_data = pretraining_data
         self._pool: StartStatePool | None = None
 
     def far_pool(self) -> StartStatePool:
@@ -107,6 +112,11 @@ class Montezuma(Scenario):
         far = (batch["room"] >= self.far_room) | (batch["level"] > 0)
         share = far.float().mean().item()
         return {"close": 1.0 - share, "far": share}
+
+    def pretraining_states(self, seed: int):
+        if self.pretraining_data is None:
+            return None
+        return load_trajectory_buffer(self.pretraining_data).sample
 
     def describe(self) -> dict:
         return {"scenario": self.name, "policy": "nature_cnn_two_heads", "actions": 18}

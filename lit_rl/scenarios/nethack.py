@@ -116,11 +116,10 @@ class NetHack(Scenario):
 
     def make_policy(self) -> Policy:
         net = self.make_network()
-        if self.freeze_encoders:
-            for module in net.encoder_modules():
-                module.requires_grad_(False)
         actor, critic = make_actor_critic(net)
-        return Policy(actor=actor, critic=critic)
+        fixed = net.encoder_modules() if self.freeze_encoders else []
+        # the actor module holds the whole ScaledNet; its value head is the critic's alone
+        return Policy(actor=actor, critic=critic, value_heads=[net.value], fixed=fixed)
 
     def visitation(self, batch: TensorDictBase) -> dict[str, float]:
         """Share of frames at Dlvl 1 (close), at each Dlvl in between, and at Dlvl >= N (far)."""

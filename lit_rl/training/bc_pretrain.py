@@ -16,24 +16,23 @@ fine-tuning does not start with an untrained critic. The paper warmed the critic
 fine-tuning run instead; the same is available there by freezing everything but the value head
 (see docs/nethack.md).
 
-    python -m lit_rl.training.bc_pretrain --config configs/pretrain/nethack.yaml
+    lit-rl fit --config configs/pretrain/nethack.yaml      (make nethack-pretrain)
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
-from lightning.pytorch.cli import LightningCLI
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives.value import GAE
 
-from lit_rl.data.nld import NLDSequences, build_index, select_gameids
+from lit_rl.data.nld import NLDSequences, build_index, policy_chunks, select_gameids
+from lit_rl.retention.distillation import CarriedSequence, sequence_cross_entropy
 from lit_rl.scenarios.nethack import NetHack
 from lit_rl.training.policy_io import save_policy
 
@@ -84,7 +83,7 @@ class BehaviouralCloning(LightningModule):
         self.policy.train()
         self.net = self.policy["actor"].module[0].net
         self.dbfilename = dbfilename or str(Path(data_dir) / "index.db")
-        self._hidden: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.replay = CarriedSequence()
 
     # --- data -----------------------------------------------------------------------------------
     def train_dataloader(self):
@@ -96,7 +95,7 @@ class BehaviouralCloning(LightningModule):
         build_index(hp.data_dir, self.dbfilename, hp.dataset_name, refresh=hp.refresh_index)
         gameids = select_gameids(self.dbfilename, hp.dataset_name, hp.role, hp.race, hp.align)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
-        return NLDSequences(
+        stream = NLDSequences(
             self.dbfilename,
             hp.dataset_name,
             batch_size=hp.batch_size,
@@ -106,7 +105,8 @@ class BehaviouralCloning(LightningModule):
             rank=rank,
             world_size=world,
             seed=hp.seed,
-        ).dataloader()
+        )
+        return policy_chunks(iter(stream.dataloader()))
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch.to(device) if isinstance(batch, TensorDictBase) else batch
@@ -116,24 +116,12 @@ class BehaviouralCloning(LightningModule):
         return torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr, eps=1e-7)
 
     def bc_loss(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masked cross-entropy to the expert's actions and the greedy accuracy, for one chunk."""
-        hidden = self._hidden
-        if hidden is not None and hidden[0].shape[0] != batch.shape[0]:
-            hidden = None
-        logits, _, hidden = self.net(
-            batch["tty_chars"],
-            batch["tty_colors"],
-            batch["tty_cursor"],
-            batch["prev_actions"],
-            hidden=hidden,
-            is_init=batch["episode_start"],
-        )
-        self._hidden = (hidden[0].detach(), hidden[1].detach())  # truncated BPTT across chunks
+        """Masked cross-entropy to the expert's actions (the same loss as BC replay's
+        ``target: action``, from the same carried-state replay) and the greedy accuracy."""
+        logits = self.replay.logits(self.policy["actor"], batch)
         valid = batch["valid"].reshape(-1).float()
-        ce = F.cross_entropy(logits.flatten(0, 1), batch["actions"].reshape(-1), reduction="none")
-        count = valid.sum().clamp(min=1)
-        accuracy = (logits.argmax(-1).reshape(-1) == batch["actions"].reshape(-1)).float() * valid
-        return (ce * valid).sum() / count, accuracy.sum() / count
+        accuracy = (logits.argmax(-1).reshape(-1) == batch["action"].reshape(-1)).float() * valid
+        return sequence_cross_entropy(logits, batch), accuracy.sum() / valid.sum().clamp(min=1)
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> torch.Tensor:
         loss, accuracy = self.bc_loss(batch)
@@ -184,52 +172,3 @@ class BehaviouralCloning(LightningModule):
                 optimizer.step()
         collector.shutdown()
         env.close()
-
-
-class BCPretrainCLI(LightningCLI):
-    """``python -m lit_rl.training.bc_pretrain --config …``: the run goes to
-    ``runs/nethack-pretrain-s<seed>`` (or ``--run_dir``); one thread per process by default."""
-
-    def __init__(self, args=None):
-        super().__init__(
-            BehaviouralCloning,
-            parser_kwargs={"parser_mode": "omegaconf", "default_env": False},
-            seed_everything_default=0,
-            save_config_kwargs={"overwrite": True},
-            args=args,
-        )
-
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--run_dir", type=str | None, default=None, help="run folder")
-        parser.add_argument("--torch_threads", type=int | None, default=1)
-        parser.link_arguments("seed_everything", "model.seed")
-
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.torch_threads:
-            torch.set_num_threads(config.torch_threads)
-        run_dir = config.run_dir or f"runs/nethack-pretrain-s{config.seed_everything}"
-        config.trainer.default_root_dir = run_dir
-        loggers = config.trainer.logger
-        for logger in loggers if isinstance(loggers, list) else [loggers] if loggers else []:
-            if "save_dir" in logger.get("init_args", {}):
-                logger.init_args.save_dir = run_dir
-
-
-def main(args: list[str] | None = None) -> None:
-    """Console entry point: user mistakes end with one line on stderr and exit code 2."""
-    if args is None:
-        args, sys.argv = sys.argv[1:], sys.argv[:1]  # LightningCLI warns when given both
-    args = list(args)
-    if not args or args[0] not in ("fit", "-h", "--help", "--print_config"):
-        args.insert(0, "fit")
-    try:
-        BCPretrainCLI(args=args)
-    except (ValueError, FileNotFoundError, TypeError, KeyError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        print(f"bc-pretrain: error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    main()

@@ -18,31 +18,26 @@ import warnings
 from collections.abc import Iterator
 
 import torch
+from jsonargparse.typing import (
+    ClosedUnitInterval,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+)
 from lightning import LightningModule
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictSequential
 from torchrl.collectors import Collector
-from torchrl.modules import RunningValueNorm
-from torchrl.objectives.multiagent import MAPPOLoss
 from torchrl.objectives.value import GAE
 
-from lit_rl.evaluation import evaluate_episodes
-from lit_rl.retention import (
-    EWC,
-    BCConfig,
-    BehaviouralCloningReplay,
-    EWCConfig,
-    Freeze,
-    FreezeConfig,
-    Kickstarting,
-    KSConfig,
-    L2Config,
-    L2Init,
-    RetentionContext,
-)
-from lit_rl.retention.pretraining_data import DatasetStates, RolloutSequences, TeacherRolloutStates
+from lit_rl.evaluation import SubspaceEvaluator
+from lit_rl.retention import RetentionContext, RetentionMethod
 from lit_rl.scenarios.base import Scenario
 from lit_rl.training.policy_io import load_policy, save_policy
+from lit_rl.training.ppo_loss import entropy_coef_in_use, make_ppo_loss
+from lit_rl.training.pretraining_data import DatasetStates, RolloutSequences, TeacherRolloutStates
+from lit_rl.training.run_identity import methods_label
 
 #: state-dict prefix of the return normaliser (present only with ``normalize_returns``)
 VALUE_NORM_PREFIX = "ppo_loss.value_norm."
@@ -74,6 +69,9 @@ class PPOFineTuning(LightningModule):
         scenario: the environment family and its CLOSE/FAR subspaces.
         pretrained: π* exported by pre-training; it is both the start point and the teacher.
             ``None`` trains from scratch (that is how pre-training runs).
+        teacher: the π* retention methods read when it is not the start point (the paper's
+            Table 5: a randomly initialised student kickstarted or BC-regularised towards π*);
+            default: ``pretrained``.
         train_start: subspace the training episodes start in (``close`` for fine-tuning).
         budget_frames: environment frames to train for.
         num_envs, rollout_length: one batch is ``num_envs × rollout_length`` frames.
@@ -81,10 +79,12 @@ class PPOFineTuning(LightningModule):
             them, TorchRL's process collectors with the policy's weights sent after every batch);
             1 steps them in the training process.
         seed: base seed of the training environments (each DDP rank adds its rank).
-        lr, lr_decay: actor learning rate, optionally decayed linearly to 0 over the budget.
-        critic_lr: critic learning rate (default: ``lr``); SGD on the logistic actor wants a much
-            larger step than the critic can take.
+        lr, lr_decay: learning rate of the behaviour parameters, optionally decayed linearly to 0
+            over the budget (torch's ``LinearLR``, stepped once per collected batch).
+        critic_lr: learning rate of the value function's own parameters (default: ``lr``); SGD on
+            the logistic actor wants a much larger step than the critic can take.
         optimizer: ``adam`` or ``sgd``.
+        weight_decay: the optimiser's L2 weight decay (paper's NetHack table: 1e-4).
         gamma, gae_lambda: discount and GAE λ (TorchRL's ``GAE``).
         clip_epsilon, critic_coef, entropy_coef: TorchRL ``ClipPPOLoss`` settings.
         value_clip: clip radius of the value prediction around its collected value (paper's APPO:
@@ -100,53 +100,53 @@ class PPOFineTuning(LightningModule):
         max_nonfinite_updates: consecutive non-finite losses tolerated before training stops.
         max_simulator_restarts: collector rebuilds after simulator faults before the run stops.
         pretraining_state_frames: how many π* rollout frames stand in for the pre-training data.
-        eval_every_frames, eval_episodes: evaluation period and episodes per subspace (read by the
-            ``SubspaceEvaluation`` callback and by ``lit-rl validate``).
+        eval_every_frames: evaluation period (read by the ``SubspaceEvaluation`` callback).
+        eval_episodes, eval_seed, eval_deterministic: the one evaluation rule
+            (``SubspaceEvaluator``) of training-time evaluation and ``lit-rl validate``.
         export_policy: where to write the trained policy (pre-training's product, π*).
-        freeze, l2, ewc, bc, ks: retention settings; a method is active when it is set.
+        retention: the retention methods (``configs/method/*.yaml`` append to this list); none is
+            plain fine-tuning.
     """
 
     def __init__(
         self,
         scenario: Scenario,
         pretrained: str | None = None,
+        teacher: str | None = None,
         train_start: str = "close",
-        budget_frames: int = 1_000_000,
-        num_envs: int = 64,
-        rollout_length: int = 100,
-        collector_workers: int = 1,
+        budget_frames: PositiveInt = 1_000_000,
+        num_envs: PositiveInt = 64,
+        rollout_length: PositiveInt = 100,
+        collector_workers: PositiveInt = 1,
         seed: int = 0,
-        lr: float = 0.05,
-        critic_lr: float | None = None,
+        lr: PositiveFloat = 0.05,
+        critic_lr: PositiveFloat | None = None,
         lr_decay: bool = False,
         optimizer: str = "adam",
-        gamma: float = 1.0,
-        gae_lambda: float = 1.0,
-        clip_epsilon: float = 0.2,
-        value_clip: float | None = None,
+        weight_decay: NonNegativeFloat = 0.0,
+        gamma: ClosedUnitInterval = 1.0,
+        gae_lambda: ClosedUnitInterval = 1.0,
+        clip_epsilon: PositiveFloat = 0.2,
+        value_clip: PositiveFloat | None = None,
         normalize_returns: bool = False,
-        critic_coef: float = 0.5,
-        entropy_coef: float = 0.0,
-        entropy_coef_with_retention: float | None = 0.0,
-        ppo_epochs: int = 1,
-        minibatch_size: int = 6400,
-        learning_starts_frames: int = 0,
-        max_grad_norm: float | None = None,
-        max_nonfinite_updates: int = 10,
-        max_simulator_restarts: int = 10,
-        pretraining_state_frames: int = 20_000,
-        eval_every_frames: int = 50_000,
-        eval_episodes: int = 256,
+        critic_coef: NonNegativeFloat = 0.5,
+        entropy_coef: NonNegativeFloat = 0.0,
+        entropy_coef_with_retention: NonNegativeFloat | None = 0.0,
+        ppo_epochs: PositiveInt = 1,
+        minibatch_size: PositiveInt = 6400,
+        learning_starts_frames: NonNegativeInt = 0,
+        max_grad_norm: PositiveFloat | None = None,
+        max_nonfinite_updates: PositiveInt = 10,
+        max_simulator_restarts: NonNegativeInt = 10,
+        pretraining_state_frames: PositiveInt = 20_000,
+        eval_every_frames: PositiveInt = 50_000,
+        eval_episodes: PositiveInt = 256,
+        eval_seed: int = 10_000,
+        eval_deterministic: bool = False,
         export_policy: str | None = None,
-        freeze: FreezeConfig | None = None,
-        l2: L2Config | None = None,
-        ewc: EWCConfig | None = None,
-        bc: BCConfig | None = None,
-        ks: KSConfig | None = None,
+        retention: list[RetentionMethod] | None = None,
     ):
         super().__init__()
-        if budget_frames <= 0:
-            raise ValueError(f"budget_frames must be positive, got {budget_frames}: set STEPS > 0")
         if collector_workers < 1 or num_envs % collector_workers:
             raise ValueError(
                 f"collector_workers={collector_workers} must be >= 1 and divide num_envs={num_envs}"
@@ -154,33 +154,23 @@ class PPOFineTuning(LightningModule):
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"unknown optimizer {optimizer!r}: choose 'adam' or 'sgd'")
         scenario.check_start(train_start)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["retention"])
         self.automatic_optimization = False
         self.scenario = scenario
         self.policy = scenario.make_policy().modules()
         if pretrained is not None:
             load_policy(pretrained, self.policy, scenario.describe())
-        self.teacher = copy.deepcopy(self.policy["actor"]).requires_grad_(False)
-        self.retention = torch.nn.ModuleDict(self._build_retention(freeze, l2, ewc, bc, ks))
-        if self.retention and pretrained is None:
-            raise ValueError("retention methods need a pre-trained policy: set model.pretrained")
-        entropy = entropy_coef
-        if self.retention and entropy_coef_with_retention is not None:
-            entropy = entropy_coef_with_retention
-        # TorchRL's MAPPOLoss is ClipPPOLoss plus a value-normaliser hook for the critic term;
-        # with one agent and no excluded dims it is plain clipped PPO (value_norm None: unchanged)
-        self.ppo_loss = MAPPOLoss(
+        self.teacher = self._teacher_actor(teacher)
+        self.retention = self._attach_retention(retention or [], teacher or pretrained)
+        self.evaluator = SubspaceEvaluator(eval_episodes, eval_seed, eval_deterministic)
+        self.ppo_loss = make_ppo_loss(
             self.policy["actor"],
             self.policy["critic"],
             clip_epsilon=clip_epsilon,
-            clip_value=value_clip,
-            value_norm=RunningValueNorm(shape=1) if normalize_returns else None,
-            entropy_bonus=entropy > 0,
-            entropy_coeff=entropy,
-            critic_coeff=critic_coef,
-            loss_critic_type="l2",
-            normalize_advantage=True,
-            normalize_advantage_exclude_dims=(),
+            critic_coef=critic_coef,
+            entropy_coef=self.entropy_coef,
+            value_clip=value_clip,
+            normalize_returns=normalize_returns,
         )
         self.advantage = GAE(
             gamma=gamma, lmbda=gae_lambda, value_network=self.policy["critic"], average_gae=False
@@ -191,21 +181,42 @@ class PPOFineTuning(LightningModule):
         self._consecutive_nonfinite = 0
         self._context: RetentionContext | None = None
 
-    def _build_retention(self, freeze, l2, ewc, bc, ks) -> dict:
-        actor = self.policy["actor"]
-        methods = {
-            "freeze": freeze and Freeze(self.policy, freeze),
-            "l2": l2 and L2Init(actor, l2),
-            "ewc": ewc and EWC(actor, ewc),
-            "bc": bc and BehaviouralCloningReplay(bc),
-            "ks": ks and Kickstarting(ks),
-        }
-        return {name: method for name, method in methods.items() if method is not None}
+    def _teacher_actor(self, path: str | None):
+        """A frozen copy of π*'s actor: the start point's, or the one in ``teacher``."""
+        policy = self.policy
+        if path is not None:
+            policy = self.scenario.make_policy().modules()
+            load_policy(path, policy, self.scenario.describe())
+        return copy.deepcopy(policy["actor"]).requires_grad_(False)
+
+    def _attach_retention(self, methods: list[RetentionMethod], teacher: str | None) -> torch.nn.ModuleDict:
+        """The configured methods by name, each bound to the policy's parameter roles."""
+        names = [method.name for method in methods]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model.retention lists a method twice ({names}): give each method once")
+        if methods and teacher is None:
+            raise ValueError(
+                "retention methods need π*: set model.pretrained (or model.teacher to start from scratch)"
+            )
+        for method in methods:
+            method.attach(self.policy)
+        return torch.nn.ModuleDict({method.name: method for method in methods})
+
+    @property
+    def entropy_coef(self) -> float:
+        hp = self.hparams
+        return entropy_coef_in_use(hp.entropy_coef, hp.entropy_coef_with_retention, bool(self.retention))
 
     @property
     def method_name(self) -> str:
-        """``none`` for plain fine-tuning, else the active methods joined by ``+``."""
-        return "+".join(self.retention) or "none"
+        """``none`` for plain fine-tuning, ``pretrain`` when making π*, else the active methods in
+        canonical order joined by ``+`` (the run folder's rule)."""
+        hp = self.hparams
+        return methods_label(list(self.retention), pretraining=hp.pretrained is None and hp.teacher is None)
+
+    @property
+    def _teacher_logits_wanted(self) -> bool:
+        return any(method.needs_teacher_logits for method in self.retention.values())
 
     # --- data -----------------------------------------------------------------------------------
     def train_dataloader(self) -> Iterator[TensorDictBase]:
@@ -245,7 +256,7 @@ class PPOFineTuning(LightningModule):
             storing_device=self.device,
             auto_register_policy_transforms=False,
         )
-        workers, seed, ks = hp.collector_workers, self._env_seed(), "ks" in self.retention
+        workers, seed, ks = hp.collector_workers, self._env_seed(), self._teacher_logits_wanted
         if workers == 1:
             env = self.scenario.make_env(hp.num_envs, hp.train_start, seed, training=True)
             env = self.scenario.add_teacher_state(env, hp.num_envs) if ks else env
@@ -264,7 +275,7 @@ class PPOFineTuning(LightningModule):
     def _collection_policy(self):
         """The actor; with kickstarting, followed by π* writing ``teacher_logits`` for every frame
         from its own recurrent state, which the KS loss reads."""
-        if "ks" not in self.retention:
+        if not self._teacher_logits_wanted:
             return self.policy["actor"]
         return TensorDictSequential(self.policy["actor"], self.scenario.teacher_probe(self.teacher))
 
@@ -293,9 +304,7 @@ class PPOFineTuning(LightningModule):
         return list(self.scenario.subspaces)
 
     def validation_step(self, subspace: str, batch_idx: int) -> None:
-        env = self.scenario.make_env(self.hparams.eval_episodes, subspace, self.hparams.seed + 7)
-        metrics = evaluate_episodes(env, self.policy["actor"], self.scenario.max_episode_steps)
-        env.close()
+        metrics = self.evaluator.evaluate(self.scenario, self.policy["actor"], subspace)
         for name, value in metrics.items():
             self.log(f"eval/{subspace}/{name}", float(value), batch_size=1)
 
@@ -304,6 +313,7 @@ class PPOFineTuning(LightningModule):
         self._context = RetentionContext(
             actor=self.policy["actor"],
             teacher=self.teacher,
+            behaviour=self.policy.behaviour_parameters(),
             pretraining_states=self._pretraining_states,
             pretraining_sequences=self._pretraining_sequences if self._recurrent else None,
         )
@@ -335,12 +345,16 @@ class PPOFineTuning(LightningModule):
         if not hasattr(self, "_state_source"):
             hp = self.hparams
             rank, world = self._rank()
-            chunks = None
+            chunks, dataset = None, None
             if self._recurrent:  # a stream of its own, seeded apart from BC's
                 rows, steps = STATE_CHUNK
                 chunks = self.scenario.pretraining_sequences(rows, steps, hp.seed + 1, rank, world)
+            else:
+                dataset = self.scenario.pretraining_states(hp.seed + 1000 * rank)
             if chunks is not None:
                 self._state_source = DatasetStates(chunks, self.teacher, seed=hp.seed + 1000 * rank)
+            elif dataset is not None:
+                self._state_source = dataset
             else:
                 frames, seed = hp.pretraining_state_frames, hp.seed + 1000 * rank
                 self._state_source = TeacherRolloutStates(
@@ -379,19 +393,28 @@ class PPOFineTuning(LightningModule):
 
     # --- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self):
+        """One group for the behaviour parameters (``lr``), one for the value function's own
+        (``critic_lr``); the scenario's fixed parameters are in neither. With ``lr_decay``, torch's
+        ``LinearLR`` takes both to 0 over the budget's batches (checkpointed with the optimiser)."""
         hp = self.hparams
-        actor = set(self.policy["actor"].parameters())
-        groups = [
-            {"params": list(actor), "lr": hp.lr, "base_lr": hp.lr},
-            {
-                "params": [p for p in self.policy["critic"].parameters() if p not in actor],
-                "lr": hp.critic_lr or hp.lr,
-                "base_lr": hp.critic_lr or hp.lr,
-            },
-        ]
+        groups = self.parameter_groups()
         if hp.optimizer == "sgd":
-            return torch.optim.SGD(groups)
-        return torch.optim.Adam(groups, eps=1e-7)
+            optimizer = torch.optim.SGD(groups, weight_decay=hp.weight_decay)
+        else:
+            optimizer = torch.optim.Adam(groups, eps=1e-7, weight_decay=hp.weight_decay)
+        if not hp.lr_decay:
+            return optimizer
+        batches = max(1, math.ceil(hp.budget_frames / (hp.num_envs * hp.rollout_length)))
+        decay = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 0.0, total_iters=batches)
+        return {"optimizer": optimizer, "lr_scheduler": decay}
+
+    def parameter_groups(self) -> list[dict]:
+        """Optimiser groups by parameter role (subclasses add their own networks' groups)."""
+        hp = self.hparams
+        return [
+            {"params": list(self.policy.behaviour_parameters().values()), "lr": hp.lr},
+            {"params": list(self.policy.value_parameters().values()), "lr": hp.critic_lr or hp.lr},
+        ]
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         hp = self.hparams
@@ -399,10 +422,11 @@ class PPOFineTuning(LightningModule):
         for method in self.retention.values():
             method.on_env_frames(int(self.env_frames))
         terms: dict[str, list[torch.Tensor]] = {}
+        if hp.lr_decay:
+            self.lr_schedulers().step()  # one step per batch: lr = base · (1 − frames / budget)
         if int(self.env_frames) <= hp.learning_starts_frames:
             self._log_step(batch, terms)
             return
-        self._set_learning_rate()
         with torch.no_grad():
             self.compute_advantage(batch)
         for _ in range(hp.ppo_epochs):
@@ -418,7 +442,7 @@ class PPOFineTuning(LightningModule):
         """Shuffled minibatches of ``minibatch_size`` frames. Recurrent scenarios keep whole
         [time] rows together, so a sequence model can replay them from their stored start state."""
         size = self.hparams.minibatch_size
-        if getattr(self.scenario, "recurrent", False):
+        if self._recurrent:
             rows = max(1, size // batch.shape[-1])
             for index in torch.randperm(batch.shape[0], device=batch.device).split(rows):
                 yield batch[index]
@@ -463,13 +487,6 @@ class PPOFineTuning(LightningModule):
                 f"{self._consecutive_nonfinite} consecutive non-finite losses ({total.item()}): "
                 "lower model.lr or check the reward scale; resume from the last checkpoint"
             )
-
-    def _set_learning_rate(self) -> None:
-        if not self.hparams.lr_decay:
-            return
-        progress = min(1.0, int(self.env_frames) / self.hparams.budget_frames)
-        for group in self.optimizers().param_groups:
-            group["lr"] = group["base_lr"] * (1.0 - progress)
 
     def _log_step(self, batch: TensorDictBase, terms: dict) -> None:
         metrics = {f"train/{k}": torch.stack(v).mean() for k, v in terms.items()}

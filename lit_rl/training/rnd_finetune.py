@@ -29,7 +29,6 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
-from torchrl.objectives import ClipPPOLoss
 
 from lit_rl.models.rnd import (
     EXT_COEF,
@@ -44,6 +43,7 @@ from lit_rl.models.rnd import (
 from lit_rl.scenarios.base import Scenario
 from lit_rl.training.finetune import PPOFineTuning
 from lit_rl.training.policy_io import load_policy, save_policy
+from lit_rl.training.ppo_loss import make_ppo_loss
 
 
 def rnd_path(policy_path: str | Path) -> Path:
@@ -81,8 +81,6 @@ class RNDFineTuning(PPOFineTuning):
         rnd_update_proportion: share of each minibatch the RND predictor trains on (0.25).
         obs_warmup_steps: random-action steps per env that seed the observation normaliser (50).
         clip_extrinsic_reward: clip game rewards to [-1, 1] as RND does (scores are 100s–1000s).
-        pretraining_data: a π* trajectory folder from `lit_rl.data.montezuma_bc`; when set, BC and
-            EWC sample its states instead of fresh π* rollouts from the FAR pool.
     """
 
     def __init__(
@@ -95,7 +93,6 @@ class RNDFineTuning(PPOFineTuning):
         rnd_update_proportion: float = UPDATE_PROPORTION,
         obs_warmup_steps: int = WARMUP_STEPS,
         clip_extrinsic_reward: bool = True,
-        pretraining_data: str | None = None,
         **kwargs,
     ):
         super().__init__(scenario=scenario, **kwargs)
@@ -111,18 +108,12 @@ class RNDFineTuning(PPOFineTuning):
             _value_heads(self.policy["actor"], self.policy["critic"]),
             TensorDictModule(_Concat(), in_keys=["state_value", "state_value_int"], out_keys=[VALUE_PAIR]),
         )
-        entropy = hp.entropy_coef
-        if self.retention and hp.entropy_coef_with_retention is not None:
-            entropy = hp.entropy_coef_with_retention
-        self.ppo_loss = ClipPPOLoss(
+        self.ppo_loss = make_ppo_loss(
             self.policy["actor"],
             critic_pair,
             clip_epsilon=hp.clip_epsilon,
-            entropy_bonus=entropy > 0,
-            entropy_coeff=entropy,
-            critic_coeff=hp.critic_coef,
-            loss_critic_type="l2",
-            normalize_advantage=True,
+            critic_coef=hp.critic_coef,
+            entropy_coef=self.entropy_coef,
         )
         self.ppo_loss.set_keys(value=VALUE_PAIR, value_target=TARGET_PAIR)
         if hp.pretrained is not None and rnd_path(hp.pretrained).is_file():
@@ -162,20 +153,12 @@ class RNDFineTuning(PPOFineTuning):
         if self.hparams.export_policy and self.trainer.is_global_zero:
             save_policy(rnd_path(self.hparams.export_policy), self.rnd, self._rnd_description())
 
-    def configure_optimizers(self):
-        optimizer = super().configure_optimizers()
-        lr = self.hparams.lr
-        optimizer.add_param_group({"params": list(self.rnd.predictor.parameters()), "lr": lr, "base_lr": lr})
-        return optimizer
-
-    def _pretraining_states(self, n: int) -> TensorDictBase:
-        if self.hparams.pretraining_data is None:
-            return super()._pretraining_states(n)
-        if not hasattr(self, "_state_source"):
-            from lit_rl.data.montezuma_bc import load_trajectory_buffer
-
-            self._state_source = load_trajectory_buffer(self.hparams.pretraining_data)
-        return self._state_source.sample(n).to(self.device)
+    def parameter_groups(self) -> list[dict]:
+        """The policy's groups plus the RND predictor's (the target network never trains)."""
+        return [
+            *super().parameter_groups(),
+            {"params": list(self.rnd.predictor.parameters()), "lr": self.hparams.lr},
+        ]
 
     # --- hooks ----------------------------------------------------------------------------------
     @torch.no_grad()

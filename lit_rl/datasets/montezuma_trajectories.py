@@ -1,0 +1,29 @@
+"""π*'s recorded Montezuma trajectories (written by ``lit_rl.data.montezuma_bc``), read back as a
+uniformly sampled TorchRL replay buffer for BC replay and EWC's Fisher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tensordict import TensorDict
+from torchrl.data import LazyTensorStorage, ReplayBuffer
+
+#: the folder inside a recording that holds the memory-mapped frames
+FRAMES = "frames"
+#: what BC needs (pixels) plus what lets a user inspect the trajectories
+KEYS = ("pixels", "action", "room", "x", "y", "keys", "episode", "step")
+META = "meta.json"
+
+
+def load_trajectory_buffer(path: str | Path) -> ReplayBuffer:
+    """The recorded frames as a uniformly sampled TorchRL replay buffer (kept in memory)."""
+    folder = Path(path) / FRAMES
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"no recorded π* trajectories in {path}: record them with `make montezuma-bc-data` "
+            f"(python -m lit_rl.data.montezuma_bc --out {path})"
+        )
+    data = TensorDict.load_memmap(folder).to_tensordict()
+    buffer = ReplayBuffer(storage=LazyTensorStorage(data.numel()))
+    buffer.extend(data)
+    return buffer

@@ -1,0 +1,29 @@
+"""A run's identity, from its configuration alone: the one rule for the default run-folder name.
+
+``<preset>-<methods>-s<seed>``: the env preset (``configs/env/<preset>.yaml`` sets ``preset``), the
+retention methods' names in canonical (sorted) order joined by ``+`` (``none`` without any;
+``pretrain`` for a run that makes π*), and the seed. Paper and CPU presets of one environment
+never share a folder, and ``METHOD=ks+bc`` and ``METHOD=bc+ks`` name the same run.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+
+def methods_label(names: list[str], pretraining: bool = False) -> str:
+    """The methods part of a run's name (also ``summary.json``'s ``method``)."""
+    if pretraining and not names:
+        return "pretrain"
+    return "+".join(sorted(names)) or "none"
+
+
+def default_run_name(preset: str, retention: list[str], seed: int, pretraining: bool = False) -> str:
+    """The run folder's name from the preset, the retention methods' class paths and the seed."""
+    names = [_import(path).name for path in retention]
+    return f"{preset}-{methods_label(names, pretraining)}-s{seed}"
+
+
+def _import(class_path: str):
+    module, _, name = class_path.rpartition(".")
+    return getattr(import_module(module), name)
