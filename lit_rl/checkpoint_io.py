@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -51,9 +51,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def __init__(self) -> None:
         super().__init__()
         self._good: set[str] = set()
+        self._swept: set[str] = set()  # folders cleared of a killed process's temporary files
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         path = Path(path)
+        if os.path.abspath(path) not in self._swept:
+            remove_stale_temporaries(path)
+            self._swept.add(os.path.abspath(path))
         keep_previous = os.path.abspath(path) in self._good and path.exists()
         try:
             atomic_save(checkpoint, path, keep_previous=keep_previous)
@@ -80,10 +84,10 @@ def atomic_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
     covers by reading the previous file. Any failure removes the temporary file and re-raises.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # a fresh name opened exclusively, so the file gets the user's umask like any other output
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "xb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
@@ -94,6 +98,21 @@ def atomic_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete temporary files that a process killed during a save of ``path`` left beside it.
+    Only one process writes a run's checkpoints, so at its first save none of them is in use."""
+    if not path.parent.is_dir():
+        return []
+    previous = previous_path(path)
+    stale = [
+        *path.parent.glob(f".{path.name}.*.tmp"),
+        *path.parent.glob(f".{previous.name}.link"),
+    ]
+    for file in stale:
+        file.unlink(missing_ok=True)
+    return stale
 
 
 def _keep_as_previous(path: Path) -> None:

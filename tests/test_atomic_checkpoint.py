@@ -80,3 +80,16 @@ def test_an_interrupted_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
     assert torch.load(path, weights_only=False)["global_step"] == 1
+
+
+def test_the_first_save_clears_what_a_killed_save_left_behind(tmp_path):
+    """A SIGKILL during a save leaves its temporary file; the resumed process's first save removes
+    it (after loading ``last.ckpt``, which it then keeps as ``last.prev.ckpt``)."""
+    path = tmp_path / "last.ckpt"
+    IO().save_checkpoint({"state_dict": {}, "global_step": 1}, path)
+    (tmp_path / ".last.ckpt.4242-0badf00d.tmp").write_bytes(b"half a checkpoint")
+    resumed = IO()
+    resumed.load_checkpoint(path)
+    resumed.save_checkpoint({"state_dict": {}, "global_step": 2}, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "last.prev.ckpt"]
+    assert torch.load(tmp_path / "last.prev.ckpt", weights_only=False)["global_step"] == 1
