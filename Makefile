@@ -189,9 +189,3 @@ apple-figures: install ## AppleRetrieval: forgetting vs corridor length M and sc
 
 soak: install ## soak test (minutes, not in `make test`): one apple run SIGKILLed 20 times and resumed → /tmp/lit_rl_soak/soak.json
 	$(BIN)/python -m bench.soak --kills 20 --out /tmp/lit_rl_soak
-
-# --- Fault tolerance (docs/clusters.md) ----------------------------------------------------------
-.PHONY: soak
-
-soak: install ## soak test (minutes, not in `make test`): one apple run SIGKILLed 20 times and resumed → /tmp/lit_rl_soak/soak.json
-	$(BIN)/python -m bench.soak --kills 20 --out /tmp/lit_rl_soak
