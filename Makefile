@@ -99,9 +99,10 @@ test: install ## run the test suite (slow runs excluded)
 test-slow: install ## run only the long tests
 	$(BIN)/pytest -q -m slow
 
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check; import-linter: the layers point one way (pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: install ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format .

@@ -65,7 +65,7 @@ def child(db: str, gameids: list[int], batches: int, batch_size: int, seq_length
     """Runs in the subprocess: stream ``batches`` batches and report memory (kB) and speed."""
     import torch
 
-    from lit_rl.data.nld import NLDSequences
+    from lit_rl.datasets.nld import NLDSequences
 
     torch.set_num_threads(1)
     stream = NLDSequences(

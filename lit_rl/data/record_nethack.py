@@ -2,7 +2,7 @@
 
 The real NetHack Learning Dataset cannot be fetched here, so the scripted expert plays with NLE's
 recorder on: each run writes `OUT/<run>/nle.<pid>.<k>.ttyrec3.bz2` and `nle.<pid>.xlogfile`, which
-`lit_rl.data.nld.build_index` indexes like NLD. Every game ends by death or by the env quitting at
+`lit_rl.datasets.nld.build_index` indexes like NLD. Every game ends by death or by the env quitting at
 the step cap, because nle.dataset only indexes games that ended. `--far-depths 2,4` also writes
 `OUT/start_states_dlvl<k>.json`: start states (seeds plus the raw keys NetHack received) that
 `NetHackBatchEnv` replays to Dlvl >= k (paper section 3, FAR evaluation), each checked by such a

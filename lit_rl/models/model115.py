@@ -40,7 +40,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lit_rl.models.scaled_net import SIZES, ScaledNet
+from lit_rl.models.nethack_policy import make_actor_critic
+from lit_rl.models.policy_io import save_policy
+from lit_rl.models.scaled_net import SIZES, ScaledNet, describe_scaled_net
+
+#: the scenario whose policy exports this converter writes (``lit_rl.scenarios.NetHack.name``)
+NETHACK_SCENARIO = "nethack"
 
 #: entries of the original state dict with no learned content
 DROPPED = ("reward_sum", "reward_m2", "reward_count", "crop.width_grid", "crop.height_grid")
@@ -195,19 +200,12 @@ def convert_checkpoint(path: str | Path, size: str = "paper", allow_pickle: bool
 
 
 def export(path: str | Path, out: str | Path, size: str = "paper", allow_pickle: bool = False) -> None:
-    """Convert and write a lit_rl policy export for the NetHack scenario of that size."""
-    from lit_rl.scenarios.nethack import NetHack
-    from lit_rl.training.policy_io import save_policy
-
+    """Convert and write a lit_rl policy export for the NetHack scenario of that size: the state
+    dict of its actor and critic (which share the ScaledNet) and the scenario's description."""
     net = convert_checkpoint(path, size, allow_pickle)
-    scenario = NetHack(size=size)
-    policy = scenario.make_policy().modules()
-    targets = {id(m): m for m in policy.modules() if isinstance(m, ScaledNet)}
-    if not targets:
-        raise AssertionError("the NetHack policy holds no ScaledNet")
-    for target in targets.values():
-        target.load_state_dict(net.state_dict())
-    save_policy(out, policy, scenario.describe())
+    actor, critic = make_actor_critic(net)
+    description = {"scenario": NETHACK_SCENARIO, **describe_scaled_net(size)}
+    save_policy(out, nn.ModuleDict({"actor": actor, "critic": critic}), description)
 
 
 def main(argv: list[str] | None = None) -> None:

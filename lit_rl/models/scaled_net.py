@@ -51,6 +51,13 @@ NUM_CHARS, NUM_COLORS = 256, 128
 #: instead of silently acting differently. 2: model_115's status channels, map encoder and crop.
 COMPUTATION_VERSION = 2
 
+
+def describe_scaled_net(size: str) -> dict:
+    """What identifies a ScaledNet's weights in a policy export (the NetHack scenario's
+    ``describe`` and the model_115 converter both write this)."""
+    return {"model": "ScaledNet", "size": size, "computation": COMPUTATION_VERSION}
+
+
 Hidden = tuple[torch.Tensor, torch.Tensor]
 
 

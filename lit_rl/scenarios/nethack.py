@@ -16,7 +16,7 @@ from tensordict import TensorDictBase
 from torchrl.envs import Compose, EnvBase, InitTracker, TransformedEnv
 from torchrl.modules import ProbabilisticActor
 
-from lit_rl.data.nld import NLDSequences, policy_chunks
+from lit_rl.datasets.nld import NLDSequences, policy_chunks
 from lit_rl.envs.nethack import NetHackBatchEnv, StartState, load_start_states
 from lit_rl.models.nethack_policy import (
     TEACHER_STATE_KEYS,
@@ -24,7 +24,7 @@ from lit_rl.models.nethack_policy import (
     make_actor_critic,
     recurrent_primer,
 )
-from lit_rl.models.scaled_net import COMPUTATION_VERSION, SIZES, ScaledNet
+from lit_rl.models.scaled_net import SIZES, ScaledNet, describe_scaled_net
 from lit_rl.scenarios.base import Policy, Scenario
 
 
@@ -153,9 +153,4 @@ class NetHack(Scenario):
 
     def describe(self) -> dict:
         # the computation version makes exports of an older ScaledNet computation fail in one line
-        return {
-            "scenario": self.name,
-            "model": "ScaledNet",
-            "size": self.size,
-            "computation": COMPUTATION_VERSION,
-        }
+        return {"scenario": self.name, **describe_scaled_net(self.size)}

@@ -34,7 +34,7 @@ from torchrl.objectives.value import GAE
 from lit_rl.evaluation import SubspaceEvaluator
 from lit_rl.retention import RetentionContext, RetentionMethod
 from lit_rl.scenarios.base import Scenario
-from lit_rl.training.policy_io import load_policy, save_policy
+from lit_rl.models.policy_io import load_policy, save_policy
 from lit_rl.training.ppo_loss import entropy_coef_in_use, make_ppo_loss
 from lit_rl.training.pretraining_data import DatasetStates, RolloutSequences, TeacherRolloutStates
 from lit_rl.training.run_identity import methods_label

@@ -42,7 +42,7 @@ from lit_rl.models.rnd import (
 )
 from lit_rl.scenarios.base import Scenario
 from lit_rl.training.finetune import PPOFineTuning
-from lit_rl.training.policy_io import load_policy, save_policy
+from lit_rl.models.policy_io import load_policy, save_policy
 from lit_rl.training.ppo_loss import make_ppo_loss
 
 
