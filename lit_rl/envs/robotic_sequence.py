@@ -81,6 +81,7 @@ def make_task_env(name: str, seed: int) -> SawyerXYZEnv:
     env = ALL_V3_ENVIRONMENTS[name]()
     env._partially_observable = False
     del env.sawyer_observation_space
+    env.observation_space = env.sawyer_observation_space
     env._set_task_called = True
     env._freeze_rand_vec = False
     env.seeded_rand_vec = True
