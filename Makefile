@@ -125,9 +125,9 @@ $(MONTEZUMA_POOL):
 	$(MAKE) --no-print-directory montezuma-pool
 
 montezuma-pool: install ## Montezuma: explore to Room 7 and save its start states (FAR) → pools/
-	$(BIN)/python -m lit_rl.envs.montezuma_states build --rooms 7 --seed 2 --frames 6000000 \
+	$(BIN)/python -m lit_rl.experts.montezuma_explorer build --rooms 7 --seed 2 --frames 6000000 \
 		--stop-at-cells 20 --out $(MONTEZUMA_POOL)
-	$(BIN)/python -m lit_rl.envs.montezuma_states info $(MONTEZUMA_POOL)
+	$(BIN)/python -m lit_rl.experts.montezuma_explorer info $(MONTEZUMA_POOL)
 
 montezuma-bc-data: install $(MONTEZUMA_POOL) ## Montezuma: record π*'s Room-7 episodes for BC → data/
 	@test -f pretrained/montezuma.pt || $(MAKE) --no-print-directory pretrain ENV=montezuma SEED=$(SEED)

@@ -19,11 +19,10 @@ from lit_rl.envs.montezuma_states import (
     RAM_Y,
     START_ROOM,
     StartStatePool,
-    build_pool,
-    main,
     make_ale,
     replay,
 )
+from lit_rl.experts.montezuma_explorer import build_pool, main
 
 # A Go-Explore walk (build_pool seed 2) from the game start into Room 7 through rooms
 # 1 → 2 → 1 → 2 → 6 → 2 → 6 → 7, run-length coded: count, then action a..r = minimal set 0..17.

@@ -1,5 +1,5 @@
 """Montezuma's Revenge as a scenario (paper section 4): CLOSE = the game start in Room 1,
-FAR = saved emulator states in Room 7 (a start-state pool built by `lit_rl.envs.montezuma_states`).
+FAR = saved emulator states in Room 7 (a start-state pool built by `lit_rl.experts.montezuma_explorer`).
 
 π* is pre-trained only on episodes that start in Room 7; fine-tuning plays the whole game from
 Room 1. The FAR metric is the success rate in Room 7 (`MontezumaEnv`'s ``far_success``: a coin, a
