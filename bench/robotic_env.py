@@ -16,10 +16,12 @@ rows use two processes, so on 2 cores they can exceed it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -104,8 +106,38 @@ def collector_batches(num_envs: int, seed: int, mode: str) -> Iterator[int]:
         collector.shutdown()
 
 
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and all processes below it, from Linux's /proc/<pid>/task/<tid>/children."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):  # the process ended meanwhile
+                todo += [int(child) for child in children.read_text().split()]
+    return found
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and all its worker processes so far (Linux)."""
+    ticks = 0
+    for pid in _descendants(os.getpid()):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; field 3 is fields[0]
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def run(seconds: float = 8.0, rounds: int = 4, num_envs: int = 8, seed: int = 0) -> dict:
-    """Times every row in interleaved slices; returns steps/s per row and the load averages."""
+    """Times every row in interleaved slices; returns steps/s per row, steps per CPU-second (all
+    processes of the row, so a waiting process that spins counts) and the load averages.
+
+    Steps per CPU-second hardly moves with the machine's load, unlike steps/s: on a shared machine
+    it is the figure that tells the set-ups apart; steps/s then follows from the free cores.
+    """
     torch.set_num_threads(1)
     load_start = [round(x, 2) for x in os.getloadavg()]
     streams = {
@@ -117,22 +149,25 @@ def run(seconds: float = 8.0, rounds: int = 4, num_envs: int = 8, seed: int = 0)
     }
     steps = dict.fromkeys(streams, 0)
     elapsed = dict.fromkeys(streams, 0.0)
+    cpu = dict.fromkeys(streams, 0.0)
     try:
         for batches in streams.values():
             next(batches)  # start-up (scene construction, processes, first resets) stays untimed
         slice_s = seconds / rounds
         for _ in range(rounds):
             for label, batches in streams.items():
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), _cpu_seconds()
                 while time.perf_counter() - start < slice_s:
                     steps[label] += next(batches)
                 elapsed[label] += time.perf_counter() - start
+                cpu[label] += _cpu_seconds() - cpu_start
     finally:
         for batches in streams.values():
             batches.close()
     return {
         "num_envs": num_envs,
         "rates": {label: steps[label] / elapsed[label] for label in streams},
+        "steps_per_cpu_s": {label: steps[label] / cpu[label] for label in streams},
         "load_average_start": load_start,
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
     }
@@ -149,9 +184,11 @@ def main(argv: list[str] | None = None) -> None:
     raw = result["rates"][RAW]
     print(f"{args.num_envs} sequences, {args.seconds:.0f} s per row in {args.rounds} rounds, random actions; "
           f"load {result['load_average_start']} → {result['load_average_end']}")  # fmt: skip
-    print(f"{'setup':44s} {'steps/s':>8s} {'ratio':>6s}")
+    raw_cpu = result["steps_per_cpu_s"][RAW]
+    print(f"{'setup':44s} {'steps/s':>8s} {'ratio':>6s} {'steps/CPU-s':>11s} {'ratio':>6s}")
     for label, rate in result["rates"].items():
-        print(f"{label:44s} {rate:8.0f} {rate / raw:6.2f}")
+        per_cpu = result["steps_per_cpu_s"][label]
+        print(f"{label:44s} {rate:8.0f} {rate / raw:6.2f} {per_cpu:11.0f} {per_cpu / raw_cpu:6.2f}")
 
 
 if __name__ == "__main__":

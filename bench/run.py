@@ -233,6 +233,10 @@ def rows(results: dict) -> list[dict]:
             out.append(_row(f"RoboticSequence {label} ({rs['num_envs']} sequences)", value, "steps/s",
                             rates[raw], "raw Meta-World loop, 1 process", "≥ 0.8×" if single else None,
                             ratio, ratio >= 0.8 if single else None))  # fmt: skip
+        per_cpu = rs["steps_per_cpu_s"]  # all of a row's processes: load hardly moves it
+        for label, value in list(per_cpu.items())[1:]:
+            out.append(_row(f"RoboticSequence {label}, per CPU-second", value, "steps/CPU-s",
+                            per_cpu[raw], "raw Meta-World loop"))  # fmt: skip
     return out
 
 
