@@ -14,6 +14,11 @@ class Throughput(Callback):
     optimiser step, also under manual optimisation). Each rate covers the wall time since the
     previous log (the start of training for the first one), so a slowdown shows where it happens;
     ``every_n_batches`` widens that window.
+
+    Lightning's ``ThroughputMonitor`` (with ``batch_size_fn=TensorDict.numel``) would count the
+    frames, but it logs at the batch index while every other metric here is logged at the
+    optimiser step (``ppo_epochs × minibatches`` steps per batch), so its rows would not line up in
+    ``metrics.csv``; it also restarts its counts on resume and has no updates-per-second figure.
     """
 
     def __init__(self, every_n_batches: int = 1):
