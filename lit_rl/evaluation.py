@@ -62,7 +62,11 @@ def evaluate_episodes(
     Environments that finish early keep stepping (auto-reset) but their later rewards are ignored,
     so the batch is evaluated in lock-step without per-environment Python loops. Reports
     ``return_mean``, ``return_std``, ``length_mean``, ``episodes`` and, when the environment marks
-    it, ``success_rate``.
+    it, ``success_rate``. An environment may also declare ``episode_metrics`` (metric name -> a
+    ``next`` key holding a running per-episode statistic, e.g. NetHack's Sokoban pits filled): each
+    is reported as the mean over episodes of the key's value on the step that ended the episode
+    (or on the last step for an episode still running at ``max_steps``). Running values rather
+    than summed increments, so a maximum (deepest level) is as easy to declare as a count.
     """
     n = env.batch_size.numel()
     returns = torch.zeros(n)
@@ -70,6 +74,11 @@ def evaluate_episodes(
     finished = torch.zeros(n, dtype=torch.bool)
     success = torch.zeros(n, dtype=torch.bool)
     has_success = "success" in env.full_done_spec.keys()
+    extra = dict(getattr(env, "episode_metrics", None) or {})
+    clash = set(extra) & {"return_mean", "return_std", "length_mean", "episodes", "success_rate"}
+    if clash:
+        raise ValueError(f"the env's episode_metrics {sorted(clash)} would replace standard metrics")
+    finals = {name: torch.zeros(n, dtype=torch.float64) for name in extra}
     td = env.reset()
     with set_exploration_type(exploration):
         for _ in range(max_steps):
@@ -80,6 +89,9 @@ def evaluate_episodes(
             lengths += active
             if has_success:
                 success |= td["next", "success"].reshape(-1).cpu() & active
+            for name, key in extra.items():
+                value = td["next", key].reshape(-1).cpu().double()
+                finals[name] = torch.where(active, value, finals[name])
             finished |= td["next", "done"].reshape(-1).cpu()
             if finished.all():
                 break
@@ -92,4 +104,6 @@ def evaluate_episodes(
     }
     if has_success:
         metrics["success_rate"] = success.float().mean().item()
+    for name, values in finals.items():
+        metrics[name] = values.mean().item()
     return metrics

@@ -6,9 +6,14 @@ recorder on: each run writes `OUT/<run>/nle.<pid>.<k>.ttyrec3.bz2` and `nle.<pid
 the step cap, because nle.dataset only indexes games that ended. `--far-depths 2,4` also writes
 `OUT/start_states_dlvl<k>.json`: start states (seeds plus the raw keys NetHack received) that
 `NetHackBatchEnv` replays to Dlvl >= k (paper section 3, FAR evaluation), each checked by such a
-replay before it is saved.
+replay before it is saved. `sokoban` among the depths writes `OUT/start_states_sokoban.json`,
+states on Sokoban's first level (the expert then seeks Sokoban's entrance below the Oracle).
+How often the expert got there is written to `OUT/start_states_report.json` (games tried, states
+per target, expert steps, wall time).
 
     python -m lit_rl.data.record_nethack --games 20 --out data/nethack --seed 0 --far-depths 2,4
+    python -m lit_rl.data.record_nethack --games 0 --out data/nethack --far-depths 4,8,sokoban \
+        --far-count 200 --far-attempts 2000 --max-steps 20000
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 from nle import nethack
 
 from lit_rl.envs.nethack import StartState, save_start_states
-from lit_rl.experts.nethack_expert import NetHackExpert, make_env, play_to_depths, replay
+from lit_rl.experts.nethack_expert import SOKOBAN, NetHackExpert, make_env, play_to_depths, replay
 
 log = logging.getLogger(__name__)
 
@@ -91,33 +96,88 @@ def record_games(out: str | Path, games: int, seed: int, max_steps: int = 20_000
     return summary
 
 
+def start_state_file(out: str | Path, target: int | str) -> Path:
+    """Where the start states of a hand-over target live: ``start_states_dlvl<k>.json`` for a
+    Dlvl, ``start_states_sokoban.json`` for Sokoban (the names ``lit_rl.scenarios.NetHack`` reads)."""
+    name = SOKOBAN if target == SOKOBAN else f"dlvl{int(target)}"
+    return Path(out) / f"start_states_{name}.json"
+
+
+def parse_targets(text: str) -> list[int | str]:
+    """``"4,8,sokoban"`` -> [4, 8, "sokoban"]; anything else stops with one line."""
+    targets: list[int | str] = []
+    for item in filter(None, (t.strip().lower() for t in text.split(","))):
+        if item == SOKOBAN:
+            targets.append(SOKOBAN)
+        elif item.isdigit() and int(item) >= 2:
+            targets.append(int(item))
+        else:
+            raise ValueError(f"far depth {item!r}: give Dlvls >= 2 and/or 'sokoban', e.g. 4,8,sokoban")
+    return targets
+
+
 def record_start_states(
-    out: str | Path, depths: list[int], count: int, seed: int, max_steps: int = 20_000
-) -> dict[int, list[StartState]]:
-    """Collect up to `count` replay-verified start states per depth into start_states_dlvl<k>.json.
+    out: str | Path,
+    depths: list[int | str],
+    count: int,
+    seed: int,
+    max_steps: int = 20_000,
+    attempts: int | None = None,
+) -> dict[int | str, list[StartState]]:
+    """Collect up to `count` replay-verified start states per target into their files
+    (``start_state_file``): Dlvls and ``"sokoban"``.
 
     The files hold raw-key prefixes under the "raw_keys" format mark (`save_start_states`), so
     FAR resets replay them as saved; a state is kept only if `NetHackBatchEnv`, replaying it as
-    those resets do, reaches the blstats the expert's game had there. Games are tried until every
-    depth has `count` states or 5 * count games were played.
+    those resets do, reaches the blstats the expert's game had there. One game serves every
+    target it reaches. Games are tried until every target has `count` states or `attempts`
+    games (default 5 * count) were played; ``start_states_report.json`` says how often each
+    target was reached and at what cost.
     """
-    found: dict[int, list[StartState]] = {d: [] for d in depths}
-    for core, disp in game_seeds(seed, 5 * count, stream=1):
+    attempts = 5 * count if attempts is None else attempts
+    found: dict[int | str, list[StartState]] = {d: [] for d in depths}
+    games, steps, deaths, start = 0, 0, 0, time.perf_counter()
+    oracle_seen = 0
+    for core, disp in game_seeds(seed, attempts, stream=1):
         wanted = [d for d in depths if len(found[d]) < count]
         if not wanted:
             break
-        for dlvl, (state, blstats) in play_to_depths(core, disp, wanted, max_steps).items():
+        info: dict = {}
+        reached = play_to_depths(core, disp, wanted, max_steps, info=info)
+        games, steps = games + 1, steps + info["steps"]
+        deaths += info["end"] == "died"
+        oracle_seen += info["oracle_dlvl"] is not None
+        for target, (state, blstats) in reached.items():
             if _replays_to(state, blstats):
-                found[dlvl].append(state)
+                found[target].append(state)
             else:
                 warnings.warn(f"seeds {core},{disp} did not replay to the same state", stacklevel=2)
+        log.info("start-state game %d: %s", games, {str(t): len(v) for t, v in found.items()})
+    wall = time.perf_counter() - start
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for dlvl, states in found.items():
+    for target, states in found.items():
         if len(states) < count:
-            warnings.warn(f"only {len(states)} of {count} start states reached Dlvl {dlvl}", stacklevel=2)
-        save_start_states(out / f"start_states_dlvl{dlvl}.json", states)
+            warnings.warn(
+                f"only {len(states)} of {count} start states reached {_label(target)}", stacklevel=2
+            )
+        save_start_states(start_state_file(out, target), states)
+    report = {
+        "games": games,
+        "expert_steps": steps,
+        "wall_time_s": round(wall, 1),
+        "deaths": deaths,
+        "oracle_seen": oracle_seen,
+        "max_steps_per_game": max_steps,
+        "states": {str(t): len(v) for t, v in found.items()},
+        "reach_rate": {str(t): round(len(v) / max(1, games), 4) for t, v in found.items()},
+    }
+    (out / "start_states_report.json").write_text(json.dumps(report, indent=1))
     return found
+
+
+def _label(target: int | str) -> str:
+    return "Sokoban" if target == SOKOBAN else f"Dlvl {target}"
 
 
 def _replays_to(state: StartState, blstats: np.ndarray) -> bool:
@@ -135,9 +195,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="dataset directory (runs go in subfolders)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=20_000, help="quit a game after this many")
-    parser.add_argument("--far-depths", default="", help="comma-separated Dlvls, e.g. 2,4")
+    parser.add_argument(
+        "--far-depths", default="", help="comma-separated Dlvls and/or sokoban, e.g. 4,sokoban"
+    )
     parser.add_argument("--far-count", type=int, default=20, help="start states per depth")
+    parser.add_argument("--far-attempts", type=int, default=None, help="games to try (default 5 x count)")
     args = parser.parse_args(argv)
+    try:
+        depths = parse_targets(args.far_depths)
+    except ValueError as err:
+        parser.exit(2, f"error: {err}\n")
     logging.basicConfig(format="%(message)s")
     log.setLevel(logging.INFO)  # our progress lines, not nle's chatter
 
@@ -150,10 +217,16 @@ def main(argv: list[str] | None = None) -> None:
             f"max Dlvl {max(g['max_dlvl'] for g in games)}, "
             f"{summary['env_steps_per_s']:.0f} steps/s"
         )
-    if args.far_depths:
-        depths = [int(d) for d in args.far_depths.split(",")]
-        found = record_start_states(args.out, depths, args.far_count, args.seed, args.max_steps)
-        print("start states: " + ", ".join(f"Dlvl {d}: {len(r)}" for d, r in found.items()))
+    if depths:
+        found = record_start_states(
+            args.out, depths, args.far_count, args.seed, args.max_steps, args.far_attempts
+        )
+        report = json.loads((Path(args.out) / "start_states_report.json").read_text())
+        print(
+            "start states: "
+            + ", ".join(f"{_label(d)}: {len(r)}" for d, r in found.items())
+            + f" from {report['games']} games ({report['wall_time_s']:.0f} s)"
+        )
 
 
 if __name__ == "__main__":

@@ -14,13 +14,16 @@ starts work, since NLE has no save/restore.
 
 Observation keys (batch ``[N]``): ``tty_chars`` uint8 [N,24,80], ``tty_colors`` int8 [N,24,80],
 ``tty_cursor`` uint8 [N,2], ``prev_action`` int64 [N] (0 after a reset), ``dlvl`` int64 [N] (the
-current depth) and per-episode statistics ``episode_score`` (score gained since the episode began,
-i.e. since the hand-over for FAR starts), ``episode_depth`` (deepest Dlvl), ``episode_turns``
-(in-game turn counter), ``episode_xlvl`` (experience level), ``episode_end_type`` (NetHack's
-``how_done`` code, ``TRUNCATED`` when we cut the episode, -1 while running) and ``episode_end``
-(bool, True only on the step that ended the episode). The statistics are running values every step
-and final where ``episode_end`` is set. Death causes are strings, so they stay outside the
-TensorDict: ``last_death_causes()`` reads them from each game's xlogfile.
+current depth), ``dnum`` int64 [N] (the current dungeon branch, ``SOKOBAN_DNUM`` in Sokoban) and
+per-episode statistics ``episode_score`` (score gained since the episode began, i.e. since the
+hand-over for FAR starts), ``episode_depth`` (deepest Dlvl), ``episode_turns`` (in-game turn
+counter), ``episode_xlvl`` (experience level), ``episode_pits_filled`` (Sokoban pits and holes the
+agent filled with boulders since the episode began, counted from the game's messages, see
+``count_pit_fills``), ``episode_end_type`` (NetHack's ``how_done`` code, ``TRUNCATED`` when we cut
+the episode, -1 while running) and ``episode_end`` (bool, True only on the step that ended the
+episode). The statistics are running values every step and final where ``episode_end`` is set;
+``EPISODE_METRICS`` names the ones an evaluator reports per episode. Death causes are strings, so
+they stay outside the TensorDict: ``last_death_causes()`` reads them from each game's xlogfile.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import array
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,6 +54,38 @@ _KEY_ESC = 27
 _MAX_SETUP_KEYS = 1000
 # Start-state files whose actions are raw keys (see ``save_start_states``).
 START_STATE_FORMAT = "raw_keys"
+# NetHack numbers its dungeons in the order dat/dungeon.def defines them: the Dungeons of Doom,
+# Gehennom, the Gnomish Mines, the Quest, then Sokoban.
+SOKOBAN_DNUM = 4
+# Per-episode statistics an evaluator reports (metric name -> the ``next`` key whose value at the
+# episode's end is the metric): running values, so the last one is the episode's.
+EPISODE_METRICS = {
+    "pits_filled": "episode_pits_filled",
+    "max_dlvl": "episode_depth",
+    "turns": "episode_turns",
+}
+
+# What NetHack 3.6 prints when a boulder fills a pit or plugs a hole (paper section 3: Sokoban's
+# metric). do.c flooreffects(): "The boulder fills a pit." / "plugs a hole." / "[triggers and]
+# plugs a trap door.", unseen "You hear a boulder fall.", blind in the pit "You hear a CRASH!
+# beneath you."; hack.c moverock() for holes and trap doors: "The boulder falls into and plugs a
+# hole in the floor!", "The boulder triggers and plugs a trap door in the floor!", blind
+# "Kerplunk!  You no longer feel the boulder.". "The boulder falls into the pit." (a monster in
+# it) is not counted: flooreffects() prints "fills a pit" after it when the pit is filled.
+_PIT_FILL = re.compile(
+    r"boulder (?:triggers and )?(?:fills a pit|plugs a hole|plugs a trap door)"
+    r"|boulders? (?:falls? into|triggers?) and plugs? an? (?:hole|trap door)"
+    r"|You hear a boulder \w+\."
+    r"|You hear a CRASH! beneath you"
+    r"|Kerplunk!  You no longer feel"
+)
+_PIT_FILL_HINTS = (b"oulder", b"CRASH", b"Kerplunk")
+
+
+def count_pit_fills(message: str) -> int:
+    """Pits and holes filled by boulders according to one top line of NetHack messages (the
+    line can hold several messages, each fill is counted)."""
+    return len(_PIT_FILL.findall(message))
 
 
 @dataclasses.dataclass
@@ -61,6 +97,8 @@ class StartState:
     disp_seed: int
     actions: list[int]
     dlvl: int
+    #: NetHack's dungeon number there (``SOKOBAN_DNUM`` for Sokoban); ``None``: not checked
+    dnum: int | None = None
 
 
 def save_start_states(path: str | os.PathLike, states: Sequence[StartState]) -> None:
@@ -90,6 +128,7 @@ def load_start_states(path: str | os.PathLike) -> list[StartState]:
                     disp_seed=int(entry["disp_seed"]),
                     actions=[int(a) for a in entry["actions"]],
                     dlvl=int(entry["dlvl"]),
+                    dnum=None if entry.get("dnum") is None else int(entry["dnum"]),
                 )
                 for entry in payload["start_states"]
             ]
@@ -131,6 +170,9 @@ class NetHackBatchEnv(EnvBase):
             cycling, from an offset of ``seed`` modulo their number.
     """
 
+    #: what ``evaluate_episodes`` reports per episode: metric name -> ``next`` key (final value)
+    episode_metrics = EPISODE_METRICS
+
     def __init__(
         self,
         num_games: int = 16,
@@ -162,6 +204,7 @@ class NetHackBatchEnv(EnvBase):
         self._colors = np.zeros((n, rows, cols), np.int8)
         self._cursor = np.zeros((n, 2), np.uint8)
         self._blstats = np.zeros((n,) + nethack.BLSTATS_SHAPE, np.int64)
+        self._message = np.zeros((n,) + nethack.MESSAGE_SHAPE, np.uint8)
         self._program_state = np.zeros((n,) + nethack.PROGRAM_STATE_SHAPE, np.int32)
         self._internal = np.zeros((n,) + nethack.INTERNAL_SHAPE, np.int32)
         self._games = []
@@ -179,6 +222,7 @@ class NetHackBatchEnv(EnvBase):
                 tty_colors=self._colors[i],
                 tty_cursor=self._cursor[i],
                 blstats=self._blstats[i],
+                message=self._message[i],
                 program_state=self._program_state[i],
                 internal=self._internal[i],
             )
@@ -197,6 +241,11 @@ class NetHackBatchEnv(EnvBase):
         self._depth = np.zeros(n, np.int64)
         self._max_depth = np.zeros(n, np.int64)
         self._xlvl = np.zeros(n, np.int64)
+        self._dnum = np.zeros(n, np.int64)
+        self._pits_filled = np.zeros(n, np.int64)
+        # (message, turn, y, x) of each game's last counted fill: a top line still on screen
+        # (a --More-- waiting, a count being typed) is not a second fill
+        self._last_fill: list[tuple | None] = [None] * n
         self._end_type = np.full(n, RUNNING, np.int64)
         self._death_causes: list[str | None] = [None] * n
         self._make_specs(n)
@@ -205,7 +254,8 @@ class NetHackBatchEnv(EnvBase):
     def _make_specs(self, n: int) -> None:
         rows, cols = TERMINAL_SHAPE
         dev = self.device
-        counters = ("dlvl", "episode_score", "episode_depth", "episode_turns", "episode_xlvl")
+        counters = ("dlvl", "dnum", "episode_score", "episode_depth", "episode_turns", "episode_xlvl",
+                    "episode_pits_filled")  # fmt: skip
         stats = {
             key: Unbounded(shape=(n,), dtype=torch.int64, device=dev)
             for key in (*counters, "episode_end_type")
@@ -276,6 +326,8 @@ class NetHackBatchEnv(EnvBase):
         turn = np.where(alive, bl[:, nethack.NLE_BL_TIME], self._turn)
         self._stalled = np.where(turn == self._turn, self._stalled + 1, 0)
         self._turn = turn
+        self._dnum = np.where(alive, bl[:, nethack.NLE_BL_DNUM], self._dnum)
+        self._count_pit_fills(alive)
         self._steps += 1
 
         truncated = np.zeros(self.num_games, bool)
@@ -326,6 +378,21 @@ class NetHackBatchEnv(EnvBase):
                     break
         return game.done()
 
+    def _count_pit_fills(self, alive: np.ndarray) -> None:
+        """Adds the fills this step's top line reports to each live game's episode count; a line
+        that stayed on screen with the hero in the same place and turn was counted already."""
+        for i in np.flatnonzero(alive & (self._message[:, 0] != 0)).tolist():
+            line = self._message[i].tobytes()
+            if not any(hint in line for hint in _PIT_FILL_HINTS):
+                continue
+            bl = self._blstats[i]
+            seen = (line, int(bl[nethack.NLE_BL_TIME]), int(bl[nethack.NLE_BL_Y]), int(bl[nethack.NLE_BL_X]))
+            if seen != self._last_fill[i]:
+                fills = count_pit_fills(line.rstrip(b"\0").decode("latin-1"))
+                if fills:
+                    self._pits_filled[i] += fills
+                    self._last_fill[i] = seen
+
     def _dismiss_waits(self, i: int) -> None:
         """Answer a --More-- or a prompt left open by a truncated episode before NLE resets the
         game: resetting a game that waits for a key aborts the whole process."""
@@ -364,10 +431,12 @@ class NetHackBatchEnv(EnvBase):
                         f"{step}: it was recorded under other game settings or NLE version"
                     )
             depth = int(self._blstats[i, nethack.NLE_BL_DEPTH])
-            if depth != state.dlvl:
+            dnum = int(self._blstats[i, nethack.NLE_BL_DNUM])
+            if depth != state.dlvl or (state.dnum is not None and dnum != state.dnum):
                 raise RuntimeError(
-                    f"start state (seeds {core}, {disp}) replayed to Dlvl {depth}, recorded "
-                    f"Dlvl {state.dlvl}: it was recorded under other game settings or NLE version"
+                    f"start state (seeds {core}, {disp}) replayed to Dlvl {depth} in dungeon "
+                    f"{dnum}, recorded Dlvl {state.dlvl} in dungeon {state.dnum}: it was "
+                    "recorded under other game settings or NLE version"
                 )
         self._seeds[i] = (core, disp)
         self._action_log[i] = array.array("B", state.actions if state is not None else ())
@@ -379,6 +448,9 @@ class NetHackBatchEnv(EnvBase):
         self._score[i] = self._start_score[i] = bl[nethack.NLE_BL_SCORE]
         self._depth[i] = self._max_depth[i] = bl[nethack.NLE_BL_DEPTH]
         self._xlvl[i] = bl[nethack.NLE_BL_XP]
+        self._dnum[i] = bl[nethack.NLE_BL_DNUM]
+        self._pits_filled[i] = 0
+        self._last_fill[i] = None
         self._end_type[i] = RUNNING
 
     def _end_episodes(self, terminated: np.ndarray, truncated: np.ndarray) -> None:
@@ -413,10 +485,12 @@ class NetHackBatchEnv(EnvBase):
             tty_colors=tensor(self._colors),
             tty_cursor=tensor(self._cursor),
             dlvl=tensor(self._depth),
+            dnum=tensor(self._dnum),
             episode_score=tensor(self._score - self._start_score),
             episode_depth=tensor(self._max_depth),
             episode_turns=tensor(self._turn),
             episode_xlvl=tensor(self._xlvl),
+            episode_pits_filled=tensor(self._pits_filled),
             episode_end_type=tensor(self._end_type),
             episode_end=tensor(ended),
             batch_size=self.batch_size,
@@ -429,7 +503,7 @@ class NetHackBatchEnv(EnvBase):
         """The ``StartState`` that replays ``game`` to where it stands now (e.g. at Dlvl 4)."""
         core, disp = self._seeds[game]
         actions = list(self._action_log[game])
-        return StartState(core, disp, actions, int(self._depth[game]))
+        return StartState(core, disp, actions, int(self._depth[game]), int(self._dnum[game]))
 
     def blstats(self) -> np.ndarray:
         """A copy of every game's bottom-line stats (NLE ``blstats``, [N, 27]), e.g. for a recorder

@@ -3,6 +3,11 @@
 It stands in for AutoAscend (the paper's teacher, section 3): it plays the stock NLE game as the
 Human Monk well enough to reach Dlvl 4 often, so the project can record its own demonstrations
 (`lit_rl.data.record_nethack`) and build FAR start states (`StartState`: seeds plus key prefix).
+With `seek_sokoban` it also looks for Sokoban, the paper's third hand-over: NetHack's
+dat/dungeon.def puts the Oracle on Dlvl 5-9 and Sokoban's entrance, an up staircase, on the level
+below it (Dlvl 6-10); Sokoban's first level is one above that level. The expert then keeps out of
+the Gnomish Mines (its stairs branch off Dlvl 2-4 and lead away from Sokoban), explores the levels
+that can hold the entrance until it sees a second up staircase, and climbs it.
 The expert reads only what an agent sees (glyphs, bottom-line stats, message, inventory, tty) and
 answers with indices into `nle.nethack.ACTIONS`.
 """
@@ -41,6 +46,7 @@ EAT = key("e")
 PRAY = key(int(nh.Command.PRAY))
 KICK = key(int(nh.Command.KICK))
 DOWN = key(">")
+UP = key("<")
 PICKUP = key(",")
 AUTOPICKUP = key("@")
 ANSWER_YES = key("y")
@@ -61,12 +67,12 @@ MOVE = {d: key(c) for d, c in DIRECTIONS.items()}
 
 # Cell classes the planner needs, looked up per glyph through one table.
 UNKNOWN, WALL, FLOOR, DOOR, CLOSED_DOOR, DOWNSTAIRS, TRAP, TRAPDOOR, OBJECT, BOULDER = range(10)
-MONSTER, PET, INVISIBLE = range(10, 13)
+MONSTER, PET, INVISIBLE, UPSTAIRS = range(10, 14)
 HUNGRY, WEAK = 2, 3  # blstats hunger: 0 satiated, 1 not hungry, 2 hungry, 3 weak, ...
 
 _CMAP_CLASS = {0: UNKNOWN, 12: FLOOR, 13: DOOR, 14: DOOR, 15: CLOSED_DOOR, 16: CLOSED_DOOR}
-_CMAP_CLASS.update({i: FLOOR for i in (19, 20, 21, 22, 23, 25, 27, 28, 29, 30, 31, 33, 35, 36)})
-_CMAP_CLASS.update({24: DOWNSTAIRS, 26: DOWNSTAIRS, 54: TRAPDOOR, 55: TRAPDOOR})
+_CMAP_CLASS.update({i: FLOOR for i in (19, 20, 21, 22, 27, 28, 29, 30, 31, 33, 35, 36)})
+_CMAP_CLASS.update({23: UPSTAIRS, 25: UPSTAIRS, 24: DOWNSTAIRS, 26: DOWNSTAIRS, 54: TRAPDOOR, 55: TRAPDOOR})
 _CMAP_CLASS.update({i: TRAP for i in range(42, 64) if i not in (54, 55)})
 _BOULDER_GLYPH = nh.GLYPH_OBJ_OFF + next(
     i for i in range(nh.NUM_OBJECTS) if nh.OBJ_NAME(nh.objclass(i)) == "boulder"
@@ -130,7 +136,19 @@ _GOLD_GLYPH = nh.GLYPH_OBJ_OFF + next(
     i for i in range(nh.NUM_OBJECTS) if nh.OBJ_NAME(nh.objclass(i)) == "gold piece"
 )
 _WALKABLE = np.zeros(16, dtype=bool)
-_WALKABLE[[FLOOR, DOOR, CLOSED_DOOR, DOWNSTAIRS, TRAPDOOR, OBJECT, PET, INVISIBLE, MONSTER]] = True
+_WALKABLE[[FLOOR, DOOR, CLOSED_DOOR, DOWNSTAIRS, UPSTAIRS, TRAPDOOR, OBJECT, PET, INVISIBLE, MONSTER]] = True
+
+# NetHack's dungeon numbers (the order of dat/dungeon.def) and where Sokoban's entrance can be.
+DOOM_DNUM, MINES_DNUM, SOKOBAN_DNUM = 0, 2, 4
+SOKOBAN_ENTRANCE_DEPTHS = range(6, 11)  # one below the Oracle, who is on Dlvl 5-9
+# Level sounds only the Oracle's level makes (NetHack 3.6 sounds.c, dosounds()).
+_ORACLE_SOUNDS = (
+    "a strange wind",
+    "convulsive ravings",
+    "snoring snakes",
+    "No more woodchucks",
+    "a loud ZOT",
+)
 
 
 def _neighbour_table() -> list[list[tuple[int, int, bool]]]:
@@ -179,6 +197,9 @@ class _Level:
     kicks: dict[int, int] = field(default_factory=dict)  # locked door -> kicks so far
     abandoned: set[int] = field(default_factory=set)  # exploration targets we failed to reach
     no_kicking: bool = False  # Minetown watch or a closed shop: a broken door means a fight
+    main_up: set[int] = field(default_factory=set)  # up stairs known to lead up the main dungeon
+    avoid_stairs: set[int] = field(default_factory=set)  # down stairs into the Gnomish Mines
+    seek_done: bool = False  # searched this level for Sokoban's stairs long enough
     known: int = 0  # known cells when exploration last made progress
     progress_step: int = 0  # the expert's step count at that moment
 
@@ -203,11 +224,22 @@ class NetHackExpert:
     same seeded game always gets the same actions.
     """
 
-    def __init__(self, seed: int = 0, rest_below: float = 0.4, dive_margin: int = 2):
+    def __init__(
+        self,
+        seed: int = 0,
+        rest_below: float = 0.4,
+        dive_margin: int = 2,
+        seek_sokoban: bool = False,
+        seek_patience: int = 600,
+    ):
         self._seed = seed
         self.rest_below = rest_below
         # Descend at once only while Dlvl < XL + dive_margin; deeper, explore (and fight) first.
         self.dive_margin = dive_margin
+        # Look for Sokoban's entrance; give up on a level after `seek_patience` steps without
+        # seeing a new cell of it.
+        self.seek_sokoban = seek_sokoban
+        self.seek_patience = seek_patience
         self.reset()
 
     def reset(self) -> None:
@@ -225,8 +257,14 @@ class NetHackExpert:
         self._gold_target: int | None = None
         self._target: tuple[int, int] | None = None  # committed exploration target, deadline step
         self._step = 0
+        self._seeking = False
         self._ready_to_descend = True
         self._autopickup_off = False
+        self._level_now: tuple[int, int] | None = None
+        self._depth_now = 0
+        self._went: tuple[int, bool] | None = None  # (DOWN or UP, from a staircase) last step
+        self._oracle_depth: int | None = None
+        self._reached_sokoban = False
 
     # ---------------------------------------------------------------- entry point
     def act(self, obs: dict) -> int:
@@ -286,14 +324,22 @@ class NetHackExpert:
         hp, hpmax = int(bl[nh.NLE_BL_HP]), max(1, int(bl[nh.NLE_BL_HPMAX]))
         turn, hunger = int(bl[nh.NLE_BL_TIME]), int(bl[nh.NLE_BL_HUNGER])
         level_id = (int(bl[nh.NLE_BL_DNUM]), int(bl[nh.NLE_BL_DLEVEL]))
+        dlvl = int(bl[nh.NLE_BL_DEPTH])
         if level_id not in self._levels:
             self._levels[level_id] = _Level()
             self._target = None
         level = self._levels[level_id]
+        went, self._went = self._went, None
+        if level_id != self._level_now:
+            arrival = self._arrive(level, level_id, dlvl, here, went)
+            if arrival is not None:
+                return arrival
         level.visited[here] = True
         glyphs = np.asarray(obs["glyphs"]).reshape(-1)
         classes = GLYPH_CLASS[glyphs]
         level.update_terrain(classes, self._step)
+        if self.seek_sokoban and self._oracle_depth is None and level_id[0] == DOOM_DNUM:
+            self._look_for_oracle(message, glyphs, classes, dlvl)
         if not level.no_kicking:
             level.no_kicking = "Closed for inventory" in message or any(
                 MONSTER_NAME[g].startswith("watch") for g in glyphs[classes == MONSTER]
@@ -350,11 +396,65 @@ class NetHackExpert:
             return self._search(level, here, 20)
         xl = int(bl[nh.NLE_BL_XP])
         self._ready_to_descend = int(bl[nh.NLE_BL_DEPTH]) < xl + self.dive_margin
-        if self._ready_to_descend and level.terrain[here] in (DOWNSTAIRS, TRAPDOOR):
+        self._seeking = self._seeks_sokoban_here(level, level_id, dlvl)
+        if self._seeking:
+            self._ready_to_descend = False
+            if level.terrain[here] == UPSTAIRS and here not in level.main_up:
+                self._went = (UP, True)
+                return UP
+        if (
+            self._ready_to_descend
+            and level.terrain[here] in (DOWNSTAIRS, TRAPDOOR)
+            and here not in level.avoid_stairs
+        ):
             if hp < 2 * self.rest_below * hpmax and calm:
                 return self._search(level, here, 20)
+            self._went = (DOWN, level.terrain[here] == DOWNSTAIRS)
             return DOWN
         return self._navigate(level, here, glyphs, classes)
+
+    # ---------------------------------------------------------------- Sokoban
+    def _arrive(self, level: _Level, level_id: tuple[int, int], dlvl: int, here: int, went) -> int | None:
+        """Notes how we came to a level (by which stairs) and, when seeking Sokoban, turns back
+        from the Gnomish Mines and from an up staircase that led up the main dungeon."""
+        came_from = self._level_now
+        self._level_now, previous_depth, self._depth_now = level_id, self._depth_now, dlvl
+        if level_id[0] == SOKOBAN_DNUM:
+            self._reached_sokoban = True
+        if came_from is None or went is None or not went[1]:
+            return None  # the game's start, a trap door, a level teleport: arrival place unknown
+        action = went[0]
+        if action == DOWN and dlvl == previous_depth + 1:
+            level.main_up.add(here)  # down a staircase: we stand on this level's up stairs
+            if self.seek_sokoban and not self._reached_sokoban and level_id[0] == MINES_DNUM:
+                self._went = (UP, True)
+                return UP  # into the Mines: straight back up, and never take those stairs again
+        elif action == UP and dlvl == previous_depth - 1 and self.seek_sokoban:
+            if came_from[0] == MINES_DNUM:
+                level.avoid_stairs.add(here)
+            elif level_id[0] == DOOM_DNUM and not self._reached_sokoban:
+                self._went = (DOWN, True)
+                return DOWN  # that was the main up staircase, not Sokoban's: back down
+        return None
+
+    def _look_for_oracle(self, message: str, glyphs: np.ndarray, classes: np.ndarray, dlvl: int) -> None:
+        """The Oracle in sight or one of her level's sounds: Sokoban's entrance is one level down."""
+        seen = glyphs[classes == MONSTER]
+        if any(s in message for s in _ORACLE_SOUNDS) or any(MONSTER_NAME[g] == "Oracle" for g in seen):
+            self._oracle_depth = dlvl
+
+    def _seeks_sokoban_here(self, level: _Level, level_id: tuple[int, int], dlvl: int) -> bool:
+        """Whether this level may hold Sokoban's entrance and is still worth exploring for it."""
+        if not self.seek_sokoban or self._reached_sokoban or level.seek_done:
+            return False
+        if level_id[0] != DOOM_DNUM or dlvl not in SOKOBAN_ENTRANCE_DEPTHS:
+            return False
+        if self._oracle_depth is not None and dlvl != self._oracle_depth + 1:
+            return False
+        if self._step - level.progress_step > self.seek_patience:
+            level.seek_done = True
+            return False
+        return True
 
     def _can_pray(self, turn: int) -> bool:
         """Prayer fixes major trouble once the timeout (300 at start, ~350 after) is low enough."""
@@ -484,9 +584,14 @@ class NetHackExpert:
             if target is not None:
                 return self._first_step(level, here, target, parent, classes)
         # Explored all we can reach: descend even if not yet strong enough for the next level.
-        stairs = [c for c in order if level.terrain[c] in (DOWNSTAIRS, TRAPDOOR)]
+        stairs = [
+            c for c in order if level.terrain[c] in (DOWNSTAIRS, TRAPDOOR) and c not in level.avoid_stairs
+        ]
         if stairs:
-            return DOWN if stairs[0] == here else self._first_step(level, here, stairs[0], parent, classes)
+            if stairs[0] == here:
+                self._went = (DOWN, level.terrain[here] == DOWNSTAIRS)
+                return DOWN
+            return self._first_step(level, here, stairs[0], parent, classes)
         unknown = (classes == UNKNOWN).reshape(ROWS, COLS)
         target = self._search_spot(level, unknown, safe_order)
         if target == here:
@@ -504,9 +609,13 @@ class NetHackExpert:
         An exploration target is kept until reached or overdue, so two targets that are each
         nearest from a different cell cannot make the expert shuttle between them forever.
         """
+        if self._seeking:
+            for cell in order:
+                if level.terrain[cell] == UPSTAIRS and cell not in level.main_up:
+                    return cell
         if self._ready_to_descend:
             for cell in order:
-                if level.terrain[cell] in (DOWNSTAIRS, TRAPDOOR):
+                if level.terrain[cell] in (DOWNSTAIRS, TRAPDOOR) and cell not in level.avoid_stairs:
                     return cell
         for cell in order[:60]:
             if glyphs[cell] == _GOLD_GLYPH:
@@ -595,41 +704,66 @@ def _log_keys(env: NetHackScore) -> list[int]:
     return keys
 
 
+SOKOBAN = "sokoban"
+
+
+def target_reached(target: int | str, blstats: np.ndarray) -> bool:
+    """Whether a game with these bottom-line stats stands where a hand-over ``target`` is cut:
+    Dlvl >= target for a number, any level of the Sokoban branch for ``"sokoban"``."""
+    if target == SOKOBAN:
+        return int(blstats[nh.NLE_BL_DNUM]) == SOKOBAN_DNUM
+    return int(blstats[nh.NLE_BL_DEPTH]) >= int(target)
+
+
 def play_to_depths(
     core_seed: int,
     disp_seed: int,
-    depths: list[int],
+    depths: list[int | str],
     max_steps: int,
     expert: NetHackExpert | None = None,
-) -> dict[int, tuple[StartState, np.ndarray]]:
-    """Play one seeded game and cut a start state at the first step at Dlvl >= each depth.
+    info: dict | None = None,
+) -> dict[int | str, tuple[StartState, np.ndarray]]:
+    """Play one seeded game and cut a start state at the first step each target is reached.
 
-    The start state's actions are every key NetHack received up to that step (the expert's and
-    the gym env's own, see ``_log_keys``), which ``NetHackBatchEnv`` replays verbatim. Returns
-    {depth: (start state, blstats at that step)} for the depths reached before the game ended or
-    `max_steps` expert actions ran out; the blstats let callers check a replay (``replay``).
+    Targets are Dlvls (the first step at Dlvl >= k) and ``"sokoban"`` (the first step on
+    Sokoban's first level; the default expert then seeks Sokoban). The start state's actions are
+    every key NetHack received up to that step (the expert's and the gym env's own, see
+    ``_log_keys``), which ``NetHackBatchEnv`` replays verbatim. Returns {target: (start state,
+    blstats at that step)} for the targets reached before the game ended or `max_steps` expert
+    actions ran out; the blstats let callers check a replay (``replay``). ``info``, if given,
+    receives the game's ``steps``, ``max_dlvl``, ``oracle_dlvl`` (where the expert saw the
+    Oracle, or None) and ``end`` (``"targets"``, ``"died"`` or ``"step cap"``).
     """
-    expert = expert or NetHackExpert(seed=core_seed)
+    expert = expert or NetHackExpert(seed=core_seed, seek_sokoban=SOKOBAN in depths)
     expert.reset()
-    pending = sorted(set(depths))
-    found: dict[int, tuple[StartState, np.ndarray]] = {}
+    pending = list(dict.fromkeys(depths))
+    found: dict[int | str, tuple[StartState, np.ndarray]] = {}
     env = make_env()
+    steps, max_dlvl, end = 0, 1, "step cap"  # steps: the expert's actions so far
     try:
         env.seed(core_seed, disp_seed, False)
         obs, _ = env.reset()
         keys = _log_keys(env)
-        for _ in range(max_steps):
-            if not pending:
-                break
+        while steps < max_steps:
+            steps += 1
             obs, _, terminated, truncated, _ = env.step(expert.act(obs))
             if terminated or truncated:
+                end = "died"
                 break
-            while pending and depth(obs) >= pending[0]:
-                state = StartState(core_seed, disp_seed, list(keys), depth(obs))
-                found[pending.pop(0)] = (state, obs["blstats"].copy())
+            bl = obs["blstats"]
+            max_dlvl = max(max_dlvl, depth(obs))
+            for target in [t for t in pending if target_reached(t, bl)]:
+                state = StartState(core_seed, disp_seed, list(keys), depth(obs), int(bl[nh.NLE_BL_DNUM]))
+                found[target] = (state, bl.copy())
+                pending.remove(target)
+            if not pending:
+                end = "targets"
+                break
         return found
     finally:
         env.close()
+        if info is not None:
+            info.update(steps=steps, max_dlvl=max_dlvl, oracle_dlvl=expert._oracle_depth, end=end)
 
 
 def play_until_depth(

@@ -1,23 +1,27 @@
-"""NetHack as a scenario (paper section 3): CLOSE = a new game, FAR = hand-over at Dlvl >= N.
+"""NetHack as a scenario (paper section 3): CLOSE = a new game, FAR = hand-overs deeper down.
 
-FAR episodes replay the expert's recorded start states (``start_states_dlvl<N>.json`` written by
-``lit_rl.data.record_nethack --far-depths``), so the agent plays on from the depth the expert
-reached; an episode's return is the score gained after the hand-over. Training envs clip the reward
-to ``±train_clip_reward`` (paper: 10); evaluation envs are unclipped, so reported returns are
-in-game score.
+``far`` episodes replay the expert's recorded start states at Dlvl >= ``far_dlvl``
+(``start_states_dlvl<N>.json`` written by ``lit_rl.data.record_nethack --far-depths``), so the
+agent plays on from the depth the expert reached; an episode's return is the score gained after the
+hand-over. ``far_levels`` adds more hand-overs as subspaces of their own, as the paper evaluates
+Dlvl 4, Dlvl 8 and Sokoban: ``dlvl<k>`` (``start_states_dlvl<k>.json``) and ``sokoban``
+(``start_states_sokoban.json``, Sokoban's first level, where evaluation also reports
+``pits_filled``). Training envs clip the reward to ``±train_clip_reward`` (paper: 10); evaluation
+envs are unclipped, so reported returns are in-game score.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import torch
 from tensordict import TensorDictBase
 from torchrl.envs import Compose, EnvBase, InitTracker, TransformedEnv
 from torchrl.modules import ProbabilisticActor
 
 from lit_rl.datasets.nld import NLDSequences, policy_chunks
-from lit_rl.envs.nethack import NetHackBatchEnv, StartState, load_start_states
+from lit_rl.envs.nethack import SOKOBAN_DNUM, NetHackBatchEnv, StartState, load_start_states
 from lit_rl.models.nethack_policy import (
     TEACHER_STATE_KEYS,
     RecurrentLogits,
@@ -49,14 +53,37 @@ def read_start_states(path: str | Path) -> list[StartState]:
     return states
 
 
+SOKOBAN = "sokoban"
+#: Dlvls whose visitation is logged as ``dlvl>=k`` (paper: share of episodes reaching Dlvl >= 2..5)
+VISIT_DEPTHS = (2, 3, 4, 5)
+
+
+def far_subspace_name(level: int | str) -> str:
+    """``8`` -> ``dlvl8``, ``"sokoban"`` -> ``sokoban``; anything else stops with one line."""
+    text = str(level).strip().lower()
+    if text == SOKOBAN:
+        return SOKOBAN
+    depth = text.removeprefix("dlvl")
+    if not depth.isdigit() or int(depth) < 2:
+        raise ValueError(f"far_levels entry {level!r}: give a Dlvl >= 2 (e.g. 8) or 'sokoban'")
+    return f"dlvl{int(depth)}"
+
+
 class NetHack(Scenario):
     """Human Monk NetHack with a recurrent ScaledNet actor-critic.
 
+    Subspaces (``self.subspaces``, the one list evaluation iterates and ``train_start`` is checked
+    against): ``close``, ``far`` and one per ``far_levels`` entry, in that order. ``far`` keeps its
+    name whatever its depth, because runs, summaries and reports compare ``far`` across presets.
+
     Args:
         size: ScaledNet width preset (``tiny``, ``small``, ``paper``).
-        data_dir: dataset folder holding ``start_states_dlvl<far_dlvl>.json``.
-        far_dlvl: FAR episodes start where the expert first reached this Dlvl (paper: 4).
-        start_states: explicit start-state file (overrides ``data_dir`` / ``far_dlvl``).
+        data_dir: dataset folder holding the start-state files.
+        far_dlvl: ``far`` episodes start where the expert first reached this Dlvl (paper: 4).
+        far_levels: further hand-over subspaces: Dlvls (``8`` -> subspace ``dlvl8``) and
+            ``sokoban`` (Sokoban's first level); each reads ``data_dir/start_states_<name>.json``.
+        start_states: explicit start-state file of ``far`` (overrides ``data_dir`` / ``far_dlvl``).
+        start_state_files: explicit files of ``far_levels`` subspaces, by subspace name.
         max_episode_steps: agent steps per episode before truncation (train and eval).
         train_clip_reward: reward clip of training envs (``None``: unclipped).
         freeze_encoders: keep ScaledNet's encoders (embeddings, line/map/crop CNNs, FC) fixed, as
@@ -73,7 +100,9 @@ class NetHack(Scenario):
         size: str = "tiny",
         data_dir: str = "data/nethack",
         far_dlvl: int = 2,
+        far_levels: Sequence[int | str] = (),
         start_states: str | None = None,
+        start_state_files: dict[str, str] | None = None,
         max_episode_steps: int = 1000,
         train_clip_reward: float | None = 10.0,
         freeze_encoders: bool = True,
@@ -85,18 +114,38 @@ class NetHack(Scenario):
         if far_dlvl < 2:
             raise ValueError(f"far_dlvl must be >= 2 (Dlvl 1 is CLOSE), got {far_dlvl}")
         self.size, self.data_dir, self.far_dlvl = size, data_dir, far_dlvl
-        self.start_states_path = start_states or str(Path(data_dir) / f"start_states_dlvl{far_dlvl}.json")
+        extra = [far_subspace_name(level) for level in far_levels]
+        if len(set(extra)) != len(extra) or f"dlvl{far_dlvl}" in extra:
+            raise ValueError(f"far_levels {list(far_levels)} repeat a level (far is already Dlvl {far_dlvl})")
+        self.subspaces = ("close", "far", *extra)
+        files = dict(start_state_files or {})
+        unknown = sorted(set(files) - set(extra))
+        if unknown:
+            raise ValueError(f"start_state_files names {unknown}, not among far_levels subspaces {extra}")
+        self.start_state_files = {
+            "far": start_states or str(Path(data_dir) / f"start_states_dlvl{far_dlvl}.json"),
+            **{name: files.get(name, str(Path(data_dir) / f"start_states_{name}.json")) for name in extra},
+        }
+        self.start_states_path = self.start_state_files["far"]
         self.max_episode_steps = max_episode_steps
         self.train_clip_reward = train_clip_reward
         self.freeze_encoders = freeze_encoders
         self.far_visit_dlvl = far_visit_dlvl or far_dlvl
         self.dataset_name = dataset_name
-        self._start_states: list[StartState] | None = None
+        self._start_states: dict[str, list[StartState]] = {}
 
-    def start_states(self) -> list[StartState]:
-        if self._start_states is None:
-            self._start_states = read_start_states(self.start_states_path)
-        return self._start_states
+    def start_states(self, subspace: str = "far") -> list[StartState]:
+        """The hand-over start states of a FAR subspace, read once; Sokoban's must lie in Sokoban."""
+        if subspace not in self._start_states:
+            path = self.start_state_files[subspace]
+            states = read_start_states(path)
+            if subspace == SOKOBAN and any(s.dnum != SOKOBAN_DNUM for s in states):
+                raise ValueError(
+                    f"{path} holds start states outside Sokoban: record them with "
+                    "`make data ENV=nethack GAMES=0 FAR_DEPTHS=sokoban`"
+                )
+            self._start_states[subspace] = states
+        return self._start_states[subspace]
 
     def make_env(self, num_envs: int, start: str, seed: int, training: bool = False) -> EnvBase:
         """Batched games starting in ``start``; training environments clip the reward to ±10."""
@@ -106,7 +155,7 @@ class NetHack(Scenario):
             seed=seed,
             max_episode_steps=self.max_episode_steps,
             clip_reward=self.train_clip_reward if training else None,
-            start_states=self.start_states() if start == "far" else None,
+            start_states=None if start == "close" else self.start_states(start),
         )
         hidden = SIZES[self.size].hidden
         return TransformedEnv(env, Compose(InitTracker(), recurrent_primer(num_envs, hidden)))
@@ -122,12 +171,37 @@ class NetHack(Scenario):
         return Policy(actor=actor, critic=critic, value_heads=[net.value], fixed=fixed)
 
     def visitation(self, batch: TensorDictBase) -> dict[str, float]:
-        """Share of frames at Dlvl 1 (close), at each Dlvl in between, and at Dlvl >= N (far)."""
+        """Where the training frames and episodes went (logged as ``train/visit/<key>``).
+
+        Frames: share at Dlvl 1 (``close``), at each Dlvl in between (``dlvl<k>``), at Dlvl >= N
+        (``far``), at Dlvl >= k for k = 2..5 (``dlvl>=k``) and, with a Sokoban subspace, in
+        Sokoban (``sokoban``). Episodes that ended in this batch (paper: the share of episodes
+        reaching Dlvl >= 2/3/4/5 and, Figure 4, their deepest level against their length in
+        turns): ``episodes`` (how many), ``episodes_dlvl>=k`` (how many reached Dlvl >= k),
+        ``episodes_max_dlvl`` and ``episodes_turns`` (sums of their deepest Dlvl and their
+        turns). Counts and sums, not shares, because a batch may end no episode: a report divides
+        sums over a window (Σ episodes_dlvl>=k / Σ episodes), and the keys are the same in every
+        batch, as data-parallel logging needs.
+        """
         dlvl = batch["dlvl"].reshape(-1)
         shares = {"close": (dlvl <= 1).float().mean().item()}
         for level in range(2, self.far_visit_dlvl):
             shares[f"dlvl{level}"] = (dlvl == level).float().mean().item()
         shares["far"] = (dlvl >= self.far_visit_dlvl).float().mean().item()
+        for level in VISIT_DEPTHS:
+            shares[f"dlvl>={level}"] = (dlvl >= level).float().mean().item()
+        if SOKOBAN in self.subspaces and "dnum" in batch.keys():
+            shares[SOKOBAN] = (batch["dnum"].reshape(-1) == SOKOBAN_DNUM).float().mean().item()
+        ends = ("next", "episode_end")
+        if ends in batch.keys(include_nested=True):
+            ended = batch[ends].reshape(-1)
+            deepest = batch["next", "episode_depth"].reshape(-1)[ended]
+            turns = batch["next", "episode_turns"].reshape(-1)[ended]
+            shares["episodes"] = float(ended.sum().item())
+            for level in VISIT_DEPTHS:
+                shares[f"episodes_dlvl>={level}"] = float((deepest >= level).sum().item())
+            shares["episodes_max_dlvl"] = float(deepest.sum().item())
+            shares["episodes_turns"] = float(turns.to(torch.float64).sum().item())
         return shares
 
     def teacher_probe(self, teacher: ProbabilisticActor) -> RecurrentLogits:
