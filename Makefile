@@ -21,7 +21,8 @@ CKPT ?=
 ENVS := $(sort $(basename $(notdir $(wildcard configs/env/*.yaml))))
 # A paper preset (`nethack_paper`) overlays its CPU preset (`nethack`): only what differs is in it.
 ENV_BASE = $(firstword $(subst _, ,$(ENV)))
-METHODS := $(sort $(basename $(notdir $(wildcard configs/method/*.yaml configs/method/*/*.yaml))))
+# The methods ENV offers: the generic ones plus its scenario's and its preset's own (configs/method/<env>/).
+METHODS = $(sort $(basename $(notdir $(wildcard configs/method/*.yaml configs/method/$(ENV_BASE)/*.yaml configs/method/$(ENV)/*.yaml))))
 method_list := $(subst +, ,$(METHOD))
 bad_methods := $(filter-out $(METHODS),$(method_list))
 # A method's settings: the preset's own file, else its scenario's, else the generic one.
@@ -147,7 +148,7 @@ FAR_COUNT ?= 8
 BC_STEPS ?=
 NETHACK_DEMO_METHOD = $(if $(filter command line environment,$(origin METHOD)),$(METHOD),ks)
 
-.PHONY: data nethack-pretrain nethack-pretrained nethack-demo
+.PHONY: data nethack-pretrain nethack-pretrained nethack-paper-pretrained nethack-demo
 
 # `make finetune ENV=nethack` builds π* by behavioural cloning when pretrained/nethack.pt is missing
 # (the generic `make pretrain` trains by RL and does not apply to NetHack).
@@ -157,6 +158,14 @@ endif
 
 nethack-pretrained:
 	@test -f pretrained/nethack.pt || $(MAKE) --no-print-directory nethack-pretrain SEED=$(SEED)
+
+# The paper preset starts from Tuyls et al.'s released π*, which cannot be trained here: convert it.
+ifeq ($(ENV),nethack_paper)
+finetune: nethack-paper-pretrained
+endif
+
+nethack-paper-pretrained:
+	@test -f pretrained/nethack_paper.pt || { echo "error: pretrained/nethack_paper.pt is missing: convert model_115.tar with python -m lit_rl.models.model115 model_115.tar --out pretrained/nethack_paper.pt --size paper (docs/nethack.md)" >&2; exit 2; }
 
 data: install ## record expert games (NLD layout) + FAR start states: make data ENV=nethack GAMES=16
 	@test "$(ENV)" = nethack || { echo "error: make data records NetHack only: use ENV=nethack" >&2; exit 2; }

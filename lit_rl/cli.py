@@ -139,13 +139,18 @@ def place_run(config: Namespace) -> None:
         raise ValueError("preset is not set: overlay an env preset (--config configs/env/<preset>.yaml)")
     model = config.model.init_args
     retention = [method.class_path for method in (model.get("retention") or [])]
-    pretraining = model.get("pretrained") is None and model.get("teacher") is None
     config.run_name = config.run_name or default_run_name(
-        config.preset, retention, config.seed_everything, pretraining
+        config.preset,
+        retention,
+        config.seed_everything,
+        pretrained=model.get("pretrained") is not None,
+        teacher=model.get("teacher") is not None,
     )
     run_dir = Path(config.run_dir or f"runs/{config.run_name}")
     resuming = config.get("ckpt_path") is not None
-    if not resuming and (run_dir / "summary.json").exists():
+    # any output of an earlier fit (summary, metrics, checkpoints) marks the folder as taken; an
+    # evaluation's eval/ folder does not
+    if not resuming and run_dir.is_dir() and any(p.name != "eval" for p in run_dir.iterdir()):
         raise FileExistsError(
             f"run folder {run_dir} already holds a run: resume it with RESUME=1 "
             "(--ckpt_path last), or choose another SEED / --run_dir, or delete the folder"

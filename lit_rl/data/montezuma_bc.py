@@ -24,8 +24,8 @@ from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from lit_rl.datasets.montezuma_trajectories import FRAMES, KEYS, META
-from lit_rl.scenarios.montezuma import Montezuma
 from lit_rl.models.policy_io import load_policy
+from lit_rl.scenarios.montezuma import Montezuma
 
 
 @torch.no_grad()

@@ -32,9 +32,9 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives.value import GAE
 
 from lit_rl.datasets.nld import NLDSequences, build_index, policy_chunks, select_gameids
+from lit_rl.models.policy_io import save_policy
 from lit_rl.retention.distillation import CarriedSequence, sequence_cross_entropy
 from lit_rl.scenarios.nethack import NetHack
-from lit_rl.models.policy_io import save_policy
 
 
 class BehaviouralCloning(LightningModule):
