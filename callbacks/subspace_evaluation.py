@@ -8,6 +8,7 @@ of the callback state, so a resumed run keeps the curve it had.
 
 from __future__ import annotations
 
+from jsonargparse.typing import PositiveInt
 from lightning import Callback, LightningModule, Trainer
 
 
@@ -21,9 +22,7 @@ class SubspaceEvaluation(Callback):
             ``eval_every_frames``, so one command-line flag sets it).
     """
 
-    def __init__(self, every_frames: int | None = None):
-        if every_frames is not None and every_frames <= 0:
-            raise ValueError(f"SubspaceEvaluation.every_frames must be positive, got {every_frames}")
+    def __init__(self, every_frames: PositiveInt | None = None):
         self.every_frames = every_frames
         self.history: list[dict] = []
         self.next_at = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from jsonargparse.typing import PositiveFloat, PositiveInt
 from tensordict import TensorDictBase
 from torchrl.envs import EnvBase
 
@@ -30,7 +31,13 @@ class AppleRetrieval(Scenario):
     name = "apple"
     max_episode_steps = EPISODE_CAP
 
-    def __init__(self, length: int = 30, scale: float = 0.1, policy: str = "logistic", hidden: int = 32):
+    def __init__(
+        self,
+        length: PositiveInt = 30,
+        scale: PositiveFloat = 0.1,
+        policy: str = "logistic",
+        hidden: PositiveInt = 32,
+    ):
         if policy not in POLICIES:
             raise ValueError(f"unknown apple policy {policy!r}: choose one of {POLICIES}")
         self.length, self.scale, self.policy, self.hidden = length, scale, policy, hidden

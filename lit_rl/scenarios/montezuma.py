@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from jsonargparse.typing import ClosedUnitInterval, PositiveInt
 from tensordict import TensorDictBase
 from torchrl.data import Binary
 from torchrl.envs import EnvBase
@@ -60,9 +61,9 @@ class Montezuma(Scenario):
     def __init__(
         self,
         pool: str = "pools/montezuma_room7.pt",
-        far_room: int = FAR_ROOM,
-        max_episode_steps: int = MAX_EPISODE_STEPS,
-        sticky_prob: float = 0.25,
+        far_room: PositiveInt = FAR_ROOM,
+        max_episode_steps: PositiveInt = MAX_EPISODE_STEPS,
+        sticky_prob: ClosedUnitInterval = 0.25,
         pretraining_data: str | None = None,
     ):
         self.pool_path = pool
