@@ -15,9 +15,20 @@ Two ways to evaluate a TensorDict:
   sequence through the fused LSTM from the stored state of its first step, resetting at ``is_init``,
   so gradients flow through time and, before any update, reproduces the collector's log-probs.
 
-The critic always reads each frame's stored state (one step, exact for GAE targets; its gradient is
-truncated to one step). BatchNorm layers stay in eval mode during fine-tuning (``freeze_batchnorm``),
-as ScaledNet's docstring asks for rollouts: a frame's action must not depend on its batch mates.
+The critic (``RecurrentValue``) reads each frame's stored state (one step): the bootstrap values GAE
+needs past a rollout's end. BatchNorm layers stay in eval mode during fine-tuning
+(``freeze_batchnorm``), as ScaledNet's docstring asks for rollouts: a frame's action must not depend
+on its batch mates.
+
+No pass is run twice (issue 14). While collecting (flat input, training mode), the student's actor
+also writes each frame's ``state_value`` (the value head on the LSTM output it computed anyway) and,
+while the encoders are fixed, their output ``features``; GAE reads the stored values and the PPO
+replay reads the stored features, so the encoders run once per frame. A sequence replay writes its
+LSTM outputs (``core``, with their graph) beside the logits, and the PPO loss's critic is only the
+value head reading them (``RecurrentValue.head_on_actor_outputs``): one trunk pass serves actor and
+critic. Before any update both equal the separate passes they replace (tests/test_throughput_passes.py);
+after one, the critic reads the replayed state instead of the stored one, as Sample Factory's
+learner does, and its gradient flows through the sequence.
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 from tensordict import TensorDictBase
-from tensordict.nn import TensorDictModuleBase
+from tensordict.nn import TensorDictModule, TensorDictModuleBase
 from torch import nn
 from torchrl.data import Categorical, Composite, Unbounded
 from torchrl.envs import TensorDictPrimer
@@ -44,6 +55,35 @@ STATE_KEYS = ["recurrent_state_h", "recurrent_state_c"]
 #: π*'s own LSTM state when kickstarting runs it next to the student in the collector
 TEACHER_STATE_KEYS = ["teacher_state_h", "teacher_state_c"]
 IN_KEYS = [*OBSERVATION_KEYS, "is_init", *STATE_KEYS]
+#: output of the fixed encoders (``ScaledNet.encode``) per collected frame, read by the PPO replay
+FEATURES_KEY = "features"
+#: LSTM outputs of a sequence replay (with their graph), read by the loss's value head
+CORE_KEY = "core"
+
+
+class PassCounter:
+    """Counts frames through ScaledNet's encoders and through its LSTM core while active (``with
+    PassCounter() as passes``), in this process: how tests and the benchmark show the passes per
+    collected frame. A frame through the core is one ScaledNet pass; ``encoder`` counts the frames
+    whose encoders actually ran (fewer when fixed features are carried)."""
+
+    active: list[PassCounter] = []
+
+    def __init__(self):
+        self.encoder = self.core = 0
+
+    def __enter__(self) -> PassCounter:
+        PassCounter.active.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        PassCounter.active.remove(self)
+
+    @classmethod
+    def add(cls, encoder: int, core: int) -> None:
+        for counter in cls.active:
+            counter.encoder += encoder
+            counter.core += core
 
 
 def lstm_step(lstm: nn.LSTM, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
@@ -97,6 +137,7 @@ class SingleStep(nn.Module):
     def forward(self, tty_chars, tty_colors, tty_cursor, prev_action, is_init, h, c):
         keep = (~is_init.reshape(-1).bool()).to(h.dtype).unsqueeze(-1)
         x = self.encode(tty_chars, tty_colors, tty_cursor, prev_action)
+        PassCounter.add(x.shape[0], x.shape[0])
         h, c = lstm_step(self.net.lstm, x, h * keep, c * keep)
         return self.net.policy(h), self.net.value(h), h, c
 
@@ -128,6 +169,14 @@ class RecurrentLogits(TensorDictModuleBase):
         self.state_keys, self.logits_key = list(state_keys), logits_key
         self.in_keys = [*OBSERVATION_KEYS, "is_init", *self.state_keys]
         self.out_keys = [logits_key, *(("next", k) for k in self.state_keys)]
+        #: the student's collection pass also writes ``state_value`` and fixed ``features``, and its
+        #: replays read them; a teacher running beside it (``with_keys``, or a copy the trainer
+        #: switched off) does neither, so it never reads the student's features as its own
+        self.carries_outputs = self.state_keys == STATE_KEYS and logits_key == "logits"
+
+    def features_fixed(self) -> bool:
+        """True while no encoder parameter trains, so a frame's ``features`` never change."""
+        return not any(p.requires_grad for m in self.net.encoder_modules() for p in m.parameters())
 
     @property
     def net(self) -> ScaledNet:
@@ -141,22 +190,45 @@ class RecurrentLogits(TensorDictModuleBase):
         if td.ndim == 2:
             return self._sequence(td)
         obs, is_init, (h, c) = _flat_inputs(td, self.net, self.state_keys)
-        logits, _, h, c = self.module.step(*obs, is_init, h, c)
-        td.set(self.logits_key, logits.reshape(*td.shape, NUM_ACTIONS))
+        step = self.module.step
+        collecting = self.carries_outputs and self.training
+        keep = (~is_init.reshape(-1).bool()).to(h.dtype).unsqueeze(-1)
+        x = step.encode(*obs)
+        PassCounter.add(x.shape[0], x.shape[0])
+        h, c = lstm_step(self.net.lstm, x, h * keep, c * keep)
+        td.set(self.logits_key, self.net.policy(h).reshape(*td.shape, NUM_ACTIONS))
         td.set(("next", self.state_keys[0]), h.reshape(*td.shape, -1))
         td.set(("next", self.state_keys[1]), c.reshape(*td.shape, -1))
+        if collecting:  # the same pass's value and fixed features, so learning need not redo them
+            td.set("state_value", self.net.value(h).reshape(*td.shape, 1))
+            if self.features_fixed():
+                td.set(FEATURES_KEY, x.reshape(*td.shape, -1))
         return td
 
     def replay(self, td: TensorDictBase, hidden: tuple[torch.Tensor, torch.Tensor] | None):
         """Logits of [B, T] rows replayed through the fused LSTM from ``hidden`` (zeros if None),
         resetting where ``is_init`` is set; returns them with the state after the last step."""
+        logits, _, hidden = self._replay_core(td, hidden)
+        return logits, hidden
+
+    def _replay_core(self, td: TensorDictBase, hidden):
+        """(logits, LSTM outputs, final state) of [B, T] rows; the encoders are skipped when the
+        rows carry the ``features`` this student's collection pass stored and they cannot have
+        changed since (encoders fixed)."""
         batch, steps = td.shape
         is_init = td.get("is_init", None)
-        if is_init is not None:
-            is_init = is_init.reshape(batch, steps)
-        obs = [td.get(k) for k in OBSERVATION_KEYS]
-        logits, _, hidden = self.net(*obs, hidden=hidden, is_init=is_init)
-        return logits, hidden
+        if is_init is None:
+            device = td.get(OBSERVATION_KEYS[0]).device
+            is_init = torch.zeros(batch, steps, dtype=torch.bool, device=device)
+        is_init = is_init.reshape(batch, steps).bool()
+        features = td.get(FEATURES_KEY, None) if self.carries_outputs else None
+        if features is None or not self.features_fixed():
+            obs = [td.get(k).flatten(0, 1) for k in OBSERVATION_KEYS]
+            features = self.module.step.encode(*obs).view(batch, steps, -1)
+            PassCounter.add(batch * steps, 0)
+        PassCounter.add(0, batch * steps)
+        core, hidden = self.net._core(features, hidden, is_init)
+        return self.net.policy(core), core, hidden
 
     def annotate_states(self, td: TensorDictBase, hidden: tuple[torch.Tensor, torch.Tensor] | None):
         """Write into [B, T] rows the LSTM state before each frame (``state_keys``), stepping one
@@ -182,7 +254,10 @@ class RecurrentLogits(TensorDictModuleBase):
         hidden = None
         if self.state_keys[0] in td.keys():
             hidden = (td.get(self.state_keys[0])[:, 0], td.get(self.state_keys[1])[:, 0])
-        td.set(self.logits_key, self.replay(td, hidden)[0])
+        logits, core, _ = self._replay_core(td, hidden)
+        td.set(self.logits_key, logits)
+        if self.carries_outputs:
+            td.set(CORE_KEY, core)
         return td
 
 
@@ -194,6 +269,11 @@ class RecurrentValue(TensorDictModuleBase):
         self.step = step
         self.in_keys = list(IN_KEYS)
         self.out_keys = ["state_value"]
+
+    def head_on_actor_outputs(self) -> TensorDictModule:
+        """The value head alone, reading the ``core`` the actor's sequence replay just wrote into
+        the same TensorDict: the PPO loss's critic, so one trunk pass serves actor and critic."""
+        return TensorDictModule(self.step.net.value, in_keys=[CORE_KEY], out_keys=["state_value"])
 
     def forward(self, td: TensorDictBase) -> TensorDictBase:
         obs, is_init, (h, c) = _flat_inputs(td, self.step.net)

@@ -8,7 +8,8 @@ states, where π* is poor (the paper predicts it fails there).
 Recurrent policies: BC replays consecutive sequence chunks, carrying the teacher's and the student's
 LSTM states from one chunk to the next (detached: truncated back-propagation through time) and
 resetting them at episode starts. KS reads ``teacher_logits`` that π* wrote while the rollout was
-collected (``Scenario.teacher_probe``), from its own recurrent state.
+collected (``Scenario.teacher_probe``), from its own recurrent state, and the student's logits the PPO
+loss already computed on the same minibatch (``CURRENT_LOGITS``), so it adds no network pass.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from lit_rl.retention.base import (
     sequence_model,
     teacher_student_kl,
 )
+
+#: minibatch key under which the PPO loss leaves the actor's logits of its own pass (with their
+#: graph); kickstarting reads them instead of running the actor again
+CURRENT_LOGITS = "current_logits"
 
 
 class CarriedSequence:
@@ -118,8 +123,11 @@ class Kickstarting(RetentionMethod):
         self.register_buffer("steps", torch.tensor(0, dtype=torch.long))
 
     def loss(self, ctx: RetentionContext, batch: TensorDictBase) -> torch.Tensor:
-        """KL against the ``teacher_logits`` π* wrote for each frame while it was collected."""
-        student = policy_logits(ctx.actor, batch)
+        """KL against the ``teacher_logits`` π* wrote for each frame while it was collected; the
+        student's logits are the PPO loss's (``CURRENT_LOGITS``) when it left them."""
+        student = batch.get(CURRENT_LOGITS, None)
+        if student is None:
+            student = policy_logits(ctx.actor, batch)
         return self.coef * teacher_student_kl(batch["teacher_logits"], student)
 
     def after_optimizer_step(self) -> None:

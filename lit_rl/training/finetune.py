@@ -32,10 +32,10 @@ from torchrl.collectors import Collector
 from torchrl.objectives.value import GAE
 
 from lit_rl.evaluation import SubspaceEvaluator
+from lit_rl.models.policy_io import load_policy, save_policy
 from lit_rl.retention import RetentionContext, RetentionMethod
 from lit_rl.scenarios.base import Scenario
-from lit_rl.models.policy_io import load_policy, save_policy
-from lit_rl.training.ppo_loss import entropy_coef_in_use, make_ppo_loss
+from lit_rl.training.ppo_loss import entropy_coef_in_use, make_ppo_loss, shared_trunk_critic
 from lit_rl.training.pretraining_data import DatasetStates, RolloutSequences, TeacherRolloutStates
 from lit_rl.training.run_identity import methods_label
 
@@ -165,15 +165,20 @@ class PPOFineTuning(LightningModule):
         self.evaluator = SubspaceEvaluator(eval_episodes, eval_seed, eval_deterministic)
         self.ppo_loss = make_ppo_loss(
             self.policy["actor"],
-            self.policy["critic"],
+            shared_trunk_critic(self.policy["actor"], self.policy["critic"]),
             clip_epsilon=clip_epsilon,
             critic_coef=critic_coef,
             entropy_coef=self.entropy_coef,
             value_clip=value_clip,
             normalize_returns=normalize_returns,
         )
+        # GAE over the critic re-run on every frame and next frame: for batches whose collector
+        # stored no values; else the same TorchRL GAE reads the stored ones (compute_advantage)
         self.advantage = GAE(
             gamma=gamma, lmbda=gae_lambda, value_network=self.policy["critic"], average_gae=False
+        )
+        self.stored_value_advantage = GAE(
+            gamma=gamma, lmbda=gae_lambda, value_network=None, average_gae=False
         )
         self.register_buffer("env_frames", torch.tensor(0, dtype=torch.long))
         self.register_buffer("nonfinite_updates", torch.tensor(0, dtype=torch.long))
@@ -187,7 +192,11 @@ class PPOFineTuning(LightningModule):
         if path is not None:
             policy = self.scenario.make_policy().modules()
             load_policy(path, policy, self.scenario.describe())
-        return copy.deepcopy(policy["actor"]).requires_grad_(False)
+        teacher = copy.deepcopy(policy["actor"]).requires_grad_(False)
+        for module in teacher.modules():  # π* must not read (or write) the student's carried outputs
+            if hasattr(module, "carries_outputs"):
+                module.carries_outputs = False
+        return teacher
 
     def _attach_retention(self, methods: list[RetentionMethod], teacher: str | None) -> torch.nn.ModuleDict:
         """The configured methods by name, each bound to the policy's parameter roles."""
@@ -212,7 +221,7 @@ class PPOFineTuning(LightningModule):
         """``none`` for plain fine-tuning, ``pretrain`` when making π*, else the active methods in
         canonical order joined by ``+`` (the run folder's rule)."""
         hp = self.hparams
-        return methods_label(list(self.retention), pretraining=hp.pretrained is None and hp.teacher is None)
+        return methods_label(list(self.retention), hp.pretrained is not None, hp.teacher is not None)
 
     @property
     def _teacher_logits_wanted(self) -> bool:
@@ -435,8 +444,34 @@ class PPOFineTuning(LightningModule):
         self._log_step(batch, terms)
 
     def compute_advantage(self, batch: TensorDictBase) -> None:
-        """Write ``advantage`` and ``value_target`` into the [envs, time] batch (TorchRL GAE)."""
-        self.advantage(batch)
+        """Write ``advantage`` and ``value_target`` into the [envs, time] batch (TorchRL GAE).
+
+        When the collector's policy stored each frame's ``state_value`` (it computed it in the
+        same pass as the action), GAE reads those: a frame's next value is the stored value of
+        the row's following frame, and the critic runs only where that frame is not the true next
+        state, i.e. after each row's last step and after truncations (time limits), where the
+        bootstrap needs the value of the state the episode was cut at. Terminal steps need none.
+        Otherwise the critic re-runs on every frame and next frame, as TorchRL's GAE does.
+        """
+        if "state_value" not in batch.keys():
+            self.advantage(batch)
+            return
+        batch.set(("next", "state_value"), self._next_values(batch))
+        self.stored_value_advantage(batch)
+
+    def _next_values(self, batch: TensorDictBase) -> torch.Tensor:
+        """V(s_{t+1}) for every frame of an [envs, time] batch from the stored values, plus the
+        critic on the few next states no stored value covers (see ``compute_advantage``)."""
+        value = batch["state_value"]
+        next_value = torch.cat([value[:, 1:], torch.zeros_like(value[:, :1])], dim=1)
+        terminated = batch["next", "terminated"]
+        needed = batch["next", "done"] & ~terminated
+        needed[:, -1] = ~terminated[:, -1]
+        needed = needed.reshape(batch.shape)
+        if needed.any():
+            next_states = batch["next"][needed]
+            next_value[needed] = self.policy["critic"](next_states)["state_value"].to(value.dtype)
+        return next_value
 
     def minibatches(self, batch: TensorDictBase):
         """Shuffled minibatches of ``minibatch_size`` frames. Recurrent scenarios keep whole

@@ -30,6 +30,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
 
+from lit_rl.models.policy_io import load_policy, save_policy
 from lit_rl.models.rnd import (
     EXT_COEF,
     GAMMA_INT,
@@ -42,8 +43,7 @@ from lit_rl.models.rnd import (
 )
 from lit_rl.scenarios.base import Scenario
 from lit_rl.training.finetune import PPOFineTuning
-from lit_rl.models.policy_io import load_policy, save_policy
-from lit_rl.training.ppo_loss import make_ppo_loss
+from lit_rl.training.ppo_loss import make_ppo_loss, shared_trunk_critic
 
 
 def rnd_path(policy_path: str | Path) -> Path:
@@ -58,18 +58,6 @@ TARGET_PAIR = "value_target"
 class _Concat(nn.Module):
     def forward(self, extrinsic: torch.Tensor, intrinsic: torch.Tensor) -> torch.Tensor:
         return torch.cat([extrinsic, intrinsic], dim=-1)
-
-
-def _value_heads(actor: nn.Module, critic: nn.Module) -> nn.Module:
-    """The critic without the trunk it shares with the actor (else the whole critic)."""
-    if (
-        isinstance(critic, TensorDictSequential)
-        and isinstance(actor, TensorDictSequential)
-        and len(critic.module) > 1
-        and critic.module[0] is actor.module[0]
-    ):
-        return TensorDictSequential(*critic.module[1:])
-    return critic
 
 
 class RNDFineTuning(PPOFineTuning):
@@ -105,7 +93,7 @@ class RNDFineTuning(PPOFineTuning):
         self.rnd = RND(update_proportion=rnd_update_proportion, gamma_int=gamma_int)
         self.register_buffer("obs_warmed_up", torch.tensor(False))
         critic_pair = TensorDictSequential(
-            _value_heads(self.policy["actor"], self.policy["critic"]),
+            shared_trunk_critic(self.policy["actor"], self.policy["critic"]),
             TensorDictModule(_Concat(), in_keys=["state_value", "state_value_int"], out_keys=[VALUE_PAIR]),
         )
         self.ppo_loss = make_ppo_loss(
