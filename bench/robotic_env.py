@@ -1,14 +1,13 @@
 """RoboticSequence throughput: raw Meta-World stepping against `RoboticSequenceEnv` under TorchRL.
 
-Every row steps the same four Meta-World v3 tasks in equal shares with uniformly random actions:
-the raw baseline loops over ``num_envs`` scenes (built by the env's own `make_task_env`), each
-moving to the next task after 200 steps or a success, as a sequence does; the env rows start every
-episode in a uniformly drawn stage (``start_stages`` = all four), since random actions seldom
-solve a stage and would otherwise play only hammer. Tasks differ in cost (push steps ≈2× slower
-than hammer), so the shares must match for the ratio to mean anything. A step is one sequence
-step, summed over sequences. Rows take turns in short slices over several rounds, so a load change
-on the shared machine hits every row alike. The raw row runs in one process (one core); the worker
-rows use two processes, so on 2 cores they can exceed it.
+Every row plays the four Meta-World v3 tasks with uniformly random actions, each episode starting
+in a uniformly drawn stage (``start_stages`` = all four: random actions seldom solve a stage and
+would otherwise play only hammer). Tasks differ in cost (a push or push-wall step costs ≈3× a
+hammer step), so the raw baseline replays the env's own scenes and start-stage draws (same
+seeds) in bare loops over Meta-World's ``step``: both play the same tasks in the same order. A
+step is one sequence step, summed over sequences. Rows take turns in short slices over several
+rounds, so a load change on the shared machine hits every row alike. The raw row runs in one
+process (one core); the worker rows use two processes, so on 2 cores they can exceed it.
 
     python -m bench.robotic_env --seconds 8 --num-envs 8
 """
@@ -34,6 +33,7 @@ from lit_rl.envs.robotic_sequence import (
     STEPS_PER_STAGE,
     RoboticSequenceEnv,
     make_task_env,
+    sequence_seeds,
 )
 
 RAW = "raw Meta-World env.step loop"
@@ -47,24 +47,35 @@ ROWS = (
 
 
 def raw_batches(num_envs: int, seed: int) -> Iterator[int]:
-    """``num_envs`` Meta-World scenes per task stepped in a bare loop; yields steps per call."""
-    rng = np.random.default_rng(seed)
-    scenes = [[make_task_env(name, seed * 1000 + 10 * i + j) for j, name in enumerate(ROBOTIC_SEQUENCE)]
+    """The same sequences without TorchRL: bare loops over Meta-World's ``step``; yields steps.
+
+    Scenes and start-stage draws come from the env's own seeds (`sequence_seeds`), and a scene
+    moves on as a sequence does (next stage on success, a new drawn start after the last stage or
+    200 steps), so this row plays the tasks in the order the env rows do.
+    """
+    n_stages = len(ROBOTIC_SEQUENCE)
+    seeds = sequence_seeds(seed, num_envs, n_stages)
+    scenes = [[make_task_env(name, seeds[i][j + 1]) for j, name in enumerate(ROBOTIC_SEQUENCE)]
               for i in range(num_envs)]  # fmt: skip
-    task = [i % len(ROBOTIC_SEQUENCE) for i in range(num_envs)]
+    draws = [np.random.default_rng(seeds[i][0]) for i in range(num_envs)]
+    stage = [int(draw.integers(n_stages)) for draw in draws]
     steps = [0] * num_envs
     for i in range(num_envs):
-        scenes[i][task[i]].reset()
+        scenes[i][stage[i]].reset()
+    rng = np.random.default_rng(seed)
     while True:
-        actions = rng.uniform(-1.0, 1.0, size=(16, num_envs, ACTION_DIM))
-        for row in actions:
+        for row in rng.uniform(-1.0, 1.0, size=(16, num_envs, ACTION_DIM)):
             for i, action in enumerate(row):
-                _, _, _, _, info = scenes[i][task[i]].step(action)
+                _, _, _, _, info = scenes[i][stage[i]].step(action)
                 steps[i] += 1
-                if info["success"] or steps[i] >= STEPS_PER_STAGE:
-                    task[i] = (task[i] + 1) % len(ROBOTIC_SEQUENCE)
-                    steps[i] = 0
-                    scenes[i][task[i]].reset()
+                if info["success"] and stage[i] < n_stages - 1:
+                    stage[i] += 1
+                elif info["success"] or steps[i] >= STEPS_PER_STAGE:
+                    stage[i] = int(draws[i].integers(n_stages))
+                else:
+                    continue
+                steps[i] = 0
+                scenes[i][stage[i]].reset()
         yield 16 * num_envs
 
 
@@ -94,7 +105,7 @@ def collector_batches(num_envs: int, seed: int, mode: str) -> Iterator[int]:
     if mode == "single":
         create = functools.partial(make_env, num_envs, seed)
     elif mode == "parallel_env":
-        create = ParallelEnv(2, functools.partial(make_env, num_envs // 2, seed))
+        create = ParallelEnv(2, [functools.partial(make_env, num_envs // 2, seed + k) for k in range(2)])
     else:
         create = [functools.partial(make_env, num_envs // 2, seed + k) for k in range(2)]
         options = {"backend": "process", "num_collectors": 2, "sync": True, "cat_results": 0}

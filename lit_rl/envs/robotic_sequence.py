@@ -89,6 +89,17 @@ def make_task_env(name: str, seed: int) -> SawyerXYZEnv:
     return env
 
 
+def sequence_seeds(seed: int, num_sequences: int, num_stages: int) -> list[list[int]]:
+    """Per sequence: a seed for its start-stage draws, then one per stage's Meta-World scene.
+
+    Independent streams split from one `numpy.random.SeedSequence`, so no two sequences (or
+    scenes) share random starts. The benchmark's raw baseline rebuilds the same scenes and draws
+    from these seeds.
+    """
+    children = np.random.SeedSequence(seed).spawn(num_sequences)
+    return [child.generate_state(num_stages + 1).tolist() for child in children]
+
+
 class RoboticSequenceEnv(EnvBase):
     """``num_envs`` RoboticSequence episodes stepped together; definitions in the module docstring.
 
@@ -151,7 +162,7 @@ class RoboticSequenceEnv(EnvBase):
         span = s if stages_per_episode is None else stages_per_episode
         reachable = sorted({j for i in starts for j in range(i, min(i + span, s))})
         self._seed = int(seed)
-        seeds = self._seed_plan(self._seed)
+        seeds = sequence_seeds(self._seed, self.num_envs, len(self.stages))
         # task_envs[i][j]: sequence i's Meta-World env of stage j (None if no episode reaches it).
         self.task_envs: list[list[SawyerXYZEnv | None]] = [
             [make_task_env(stages[j], seeds[i][j + 1]) if j in reachable else None for j in range(s)]
@@ -181,12 +192,6 @@ class RoboticSequenceEnv(EnvBase):
         if not 0 <= stage < len(stages):
             raise ValueError(f"start stage index {stage} is outside the sequence {stages}")
         return int(stage)
-
-    def _seed_plan(self, seed: int) -> list[list[int]]:
-        """Per sequence: one seed for its start-stage draws, then one per stage's Meta-World env;
-        independent streams from one SeedSequence, so sequences never share random starts."""
-        children = np.random.SeedSequence(seed).spawn(self.num_envs)
-        return [child.generate_state(len(self.stages) + 1).tolist() for child in children]
 
     def _make_specs(self, n: int, s: int) -> None:
         def flag(shape: tuple[int, ...] = (n,)) -> Binary:
@@ -315,7 +320,7 @@ class RoboticSequenceEnv(EnvBase):
         """Reseed every sequence's start-stage draws and every Meta-World scene's position sampler;
         the next reset then starts as a fresh env built with this seed does."""
         self._seed = 0 if seed is None else int(seed)
-        seeds = self._seed_plan(self._seed)
+        seeds = sequence_seeds(self._seed, self.num_envs, len(self.stages))
         for i, envs in enumerate(self.task_envs):
             self._rngs[i] = np.random.default_rng(seeds[i][0])
             for j, env in enumerate(envs):
