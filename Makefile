@@ -145,6 +145,7 @@ GAMES ?= 16
 GAME_STEPS ?= 2000
 FAR_DEPTHS ?= 2,4
 FAR_COUNT ?= 8
+FAR_ATTEMPTS ?=
 BC_STEPS ?=
 NETHACK_DEMO_METHOD = $(if $(filter command line environment,$(origin METHOD)),$(METHOD),ks)
 
@@ -167,10 +168,11 @@ endif
 nethack-paper-pretrained:
 	@test -f pretrained/nethack_paper.pt || { echo "error: pretrained/nethack_paper.pt is missing: convert model_115.tar with python -m lit_rl.models.model115 model_115.tar --out pretrained/nethack_paper.pt --size paper (docs/nethack.md)" >&2; exit 2; }
 
-data: install ## record expert games (NLD layout) + FAR start states: make data ENV=nethack GAMES=16
+data: install ## record expert games (NLD layout) + FAR start states: make data ENV=nethack GAMES=16 (FAR_DEPTHS=4,8,sokoban)
 	@test "$(ENV)" = nethack || { echo "error: make data records NetHack only: use ENV=nethack" >&2; exit 2; }
 	$(BIN)/python -m lit_rl.data.record_nethack --games $(GAMES) --out data/nethack --seed $(SEED) \
-		--far-depths $(FAR_DEPTHS) --far-count $(FAR_COUNT) --max-steps $(GAME_STEPS)
+		--far-depths $(FAR_DEPTHS) --far-count $(FAR_COUNT) --max-steps $(GAME_STEPS) \
+		$(if $(FAR_ATTEMPTS),--far-attempts $(FAR_ATTEMPTS))
 
 nethack-pretrain: install ## behavioural cloning of data/nethack → pretrained/nethack.pt
 	@test -d data/nethack || $(MAKE) --no-print-directory data ENV=nethack SEED=$(SEED)
