@@ -15,7 +15,8 @@ that ``make report`` and the tests read the same numbers:
   rewards learning CLOSE early, which a final value cannot tell apart from learning it late.
 - ``preset``: the env preset the run came from (``apple``, ``montezuma_paper``, …), so reports
   never average a paper-scale run with a CPU-scale run of the same environment.
-- ``stage``: ``pretrain`` for a run that makes π* (no pre-trained policy), else ``finetune``.
+- ``stage``: ``pretrain`` for a run that makes π* (neither a pre-trained policy nor a teacher),
+  else ``finetune``.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class RunSummary(Callback):
         summary = {
             "env": pl_module.scenario.name,
             "preset": self.preset,
-            "stage": "pretrain" if pl_module.hparams.get("pretrained") is None else "finetune",
+            "stage": "pretrain" if _makes_pi_star(pl_module) else "finetune",
             "method": pl_module.method_name,
             "seed": pl_module.hparams.seed,
             "budget_frames": pl_module.hparams.budget_frames,
@@ -133,6 +134,12 @@ class RunSummary(Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.wall_time_before = float(state_dict["wall_time_s"])
         self._started = time.monotonic()
+
+
+def _makes_pi_star(pl_module: LightningModule) -> bool:
+    """A run without a pre-trained policy or a teacher is pre-training (the run-folder rule)."""
+    hparams = pl_module.hparams
+    return hparams.get("pretrained") is None and hparams.get("teacher") is None
 
 
 def _evaluation(trainer: Trainer) -> SubspaceEvaluation | None:

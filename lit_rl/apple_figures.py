@@ -22,10 +22,12 @@ the seed, so the figures show the same training as ``make finetune METHOD=none``
 learning rate, budget, seeds or lists of M and c (its REINFORCE settings are not published); the
 defaults below are this project's own choices, sized to finish in about half an hour on 2 CPU cores.
 
-Layout: ``<runs>/M<M>-c<c>-s<seed>/{pretrain,finetune}/`` plus ``pi_star.pt``. The study is
-resumable: a finished run (``summary.json`` with ``finished``) is skipped, an interrupted one
-continues from its last checkpoint, so rerunning the command after a crash or with more seeds only
-runs what is missing. The cells shared by both sweeps (M = 30 at the default c) run once.
+π* is pre-trained once per (c, seed) on the M = 30 corridor and starts the fine-tuning of every M
+(see ``PiStar`` for why). Layout: ``<runs>/pi_star/c<c>-s<seed>/{pretrain/, pi_star.pt}`` and
+``<runs>/M<M>-c<c>-s<seed>/finetune/``, each run's log beside its folder. The study is resumable: a
+finished run (``summary.json`` with ``finished``) is skipped, an interrupted one continues from its
+last checkpoint, so rerunning the command after a crash or with more seeds only runs what is
+missing. The cell both sweeps share (M = 30 at the default c) runs once.
 
 The actor's (w, b) come from the ``callbacks.LogisticActorTrace`` callback added to the fine-tuning
 runs (see its docstring for why a callback and not the checkpoints).
@@ -63,7 +65,7 @@ BUDGET = 1_000_000
 
 @dataclass(frozen=True)
 class Cell:
-    """One (corridor length, observation scale, seed) combination: one π* and one fine-tuning."""
+    """One fine-tuning run: corridor length M, observation scale c, seed."""
 
     length: int
     scale: float
@@ -74,6 +76,26 @@ class Cell:
         return f"M{self.length}-c{self.scale:g}-s{self.seed}"
 
 
+@dataclass(frozen=True)
+class PiStar:
+    """One pre-trained policy: observation scale c and seed (its corridor: ``--pretrain-length``).
+
+    The logistic actor sees only o = ±c, never x or M, and phase 2's answer (walk left) is the same
+    for every M, so one π* per (c, seed) starts the fine-tuning of every M, as in the paper, where
+    the weights trained on phase 2 are the initialisation. Pre-training each M for the same frames
+    instead would confound the sweep: short corridors finish more episodes and push π*'s bias
+    further (seed 0: b = −3.76 at M = 10 against −2.31 at M = 30), so fine-tuning would need longer
+    to move it for reasons unrelated to how late FAR is reached.
+    """
+
+    scale: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"c{self.scale:g}-s{self.seed}"
+
+
 def cells(lengths, scales, seeds, default_scale: float, scale_length: int) -> list[Cell]:
     """The length sweep at ``default_scale`` and the scale sweep at ``scale_length``, shared once."""
     combos = [(m, default_scale) for m in lengths] + [(scale_length, c) for c in scales]
@@ -81,20 +103,30 @@ def cells(lengths, scales, seeds, default_scale: float, scale_length: int) -> li
     return [Cell(m, c, s) for m, c in unique for s in seeds]
 
 
+def pi_stars(todo: list[Cell]) -> list[PiStar]:
+    return list(dict.fromkeys(PiStar(cell.scale, cell.seed) for cell in todo))
+
+
+def policy_path(root: Path, scale: float, seed: int) -> Path:
+    return root / "pi_star" / PiStar(scale, seed).name / "pi_star.pt"
+
+
 def config_args(*names: str) -> list[str]:
     return [arg for name in names for arg in ("--config", str(ROOT / "configs" / name))]
 
 
-def fit_args(cell: Cell, run_dir: Path, pretrain: bool, policy: Path, budget: int | None, extra) -> list[str]:
-    """``lit-rl fit`` arguments of the cell's pre-training or fine-tuning run."""
+def fit_args(
+    length: int, scale: float, seed: int, run_dir: Path, pretrain: bool, policy: Path, budget, extra
+) -> list[str]:
+    """``lit-rl fit`` arguments of a pre-training (π* → ``policy``) or fine-tuning (from it) run."""
     configs = ["base.yaml", "env/apple.yaml"]
     configs += ["pretrain/apple.yaml"] if pretrain else []
     configs += ["trainer/cpu.yaml", "logger/csv.yaml"]
     args = ["fit", *config_args(*configs)]
     args += [
-        "--model.scenario.init_args.length", str(cell.length),
-        "--model.scenario.init_args.scale", str(cell.scale),
-        "--seed_everything", str(cell.seed),
+        "--model.scenario.init_args.length", str(length),
+        "--model.scenario.init_args.scale", str(scale),
+        "--seed_everything", str(seed),
         "--run_dir", str(run_dir),
     ]  # fmt: skip
     if pretrain:
@@ -136,45 +168,63 @@ def launch(args: list[str], log: Path, in_process: bool) -> None:
         raise RuntimeError(f"lit-rl fit failed with exit code {code} (log: {log}):\n{tail}")
 
 
-def ensure_run(cell: Cell, root: Path, pretrain: bool, budget: int | None, extra, in_process: bool) -> str:
-    folder = root / cell.name
-    run_dir = folder / ("pretrain" if pretrain else "finetune")
-    policy = folder / "pi_star.pt"
+def ensure_run(run_dir: Path, args: list[str], in_process: bool, product: Path | None = None) -> str:
+    """Run ``lit-rl fit args`` into ``run_dir`` unless it finished (and left ``product``);
+    continue it from its last checkpoint if it was interrupted."""
     state = run_state(run_dir)
-    if pretrain and state == "done" and not policy.is_file():
+    if state == "done" and product is not None and not product.is_file():
         state = "fresh"  # π* file lost: make it again
     if state == "done":
         return "skipped"
     if state == "fresh" and run_dir.exists():
         shutil.rmtree(run_dir)  # an attempt killed before its first checkpoint
-    folder.mkdir(parents=True, exist_ok=True)
-    args = fit_args(cell, run_dir, pretrain, policy, budget, extra)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
     if state == "resume":
-        args += ["--ckpt_path", "last"]
-    launch(args, folder / f"{run_dir.name}.log", in_process)
+        args = [*args, "--ckpt_path", "last"]
+    launch(args, run_dir.parent / f"{run_dir.name}.log", in_process)
     return "resumed" if state == "resume" else "ran"
 
 
-def run_cell(cell: Cell, root: Path, budget: int, pretrain_budget: int | None, extra, in_process: bool):
-    start = time.monotonic()
-    first = ensure_run(cell, root, True, pretrain_budget, extra, in_process)
-    second = ensure_run(cell, root, False, budget, extra, in_process)
-    return cell, f"π* {first}, fine-tuning {second}", time.monotonic() - start
+def pretrain(star: PiStar, root: Path, length: int, budget, extra, in_process: bool) -> str:
+    policy = policy_path(root, star.scale, star.seed)
+    run_dir = policy.parent / "pretrain"
+    args = fit_args(length, star.scale, star.seed, run_dir, True, policy, budget, extra)
+    return ensure_run(run_dir, args, in_process, product=policy)
 
 
-def run_all(todo: list[Cell], root: Path, budget: int, pretrain_budget, extra, jobs: int) -> None:
-    """Run every cell, ``jobs`` cells at a time (each cell: π*, then its fine-tuning)."""
+def finetune(cell: Cell, root: Path, budget, extra, in_process: bool) -> str:
+    run_dir = root / cell.name / "finetune"
+    policy = policy_path(root, cell.scale, cell.seed)
+    args = fit_args(cell.length, cell.scale, cell.seed, run_dir, False, policy, budget, extra)
+    return ensure_run(run_dir, args, in_process)
+
+
+def run_all(
+    todo: list[Cell], root: Path, budget: int, pretrain_budget, pretrain_length: int, extra, jobs: int
+):
+    """Every π* first, then every fine-tuning, ``jobs`` runs at a time (1: in this process)."""
     in_process = jobs == 1
-    if in_process:
-        results = (run_cell(c, root, budget, pretrain_budget, extra, True) for c in todo)
-        for cell, what, seconds in results:
-            print(f"apple-figures: {cell.name}: {what} ({seconds:.0f} s)", flush=True)
+    pretrain_args = (root, pretrain_length, pretrain_budget, extra, in_process)
+    stages = [
+        [(f"π* {star.name}", pretrain, (star, *pretrain_args)) for star in pi_stars(todo)],
+        [(f"fine-tuning {c.name}", finetune, (c, root, budget, extra, in_process)) for c in todo],
+    ]
+
+    def timed(name, function, args):
+        start = time.monotonic()
+        return name, function(*args), time.monotonic() - start
+
+    def report(results) -> None:
+        for name, what, seconds in results:
+            print(f"apple-figures: {name}: {what} ({seconds:.0f} s)", flush=True)
+
+    if in_process:  # Lightning installs signal handlers, which only the main thread may do
+        for stage in stages:
+            report(timed(*job) for job in stage)
         return
     with ThreadPoolExecutor(jobs) as pool:
-        futures = [pool.submit(run_cell, c, root, budget, pretrain_budget, extra, False) for c in todo]
-        for future in futures:
-            cell, what, seconds = future.result()
-            print(f"apple-figures: {cell.name}: {what} ({seconds:.0f} s)", flush=True)
+        for stage in stages:
+            report(pool.map(lambda job: timed(*job), stage))
 
 
 # --- reading and drawing ----------------------------------------------------------------------
@@ -271,7 +321,7 @@ def draw(sweep: str, groups: dict[float, list[CellResult]], out: Path, budget_la
             a_ratio.axhline(value, color=color, linestyle=":", linewidth=1)
     if sweep == "length":
         a_ratio.axhline(fixed.scale, color="black", linestyle=":", linewidth=1, label=f"c = {fixed.scale:g}")
-    a_far.axhline(1.0, color="black", linestyle="--", linewidth=1, label="best possible (π* ≈ 1)")
+    a_far.axhline(1.0, color="black", linestyle="--", linewidth=1, label="optimal (return M)")
     a_far.set(title="FAR return during fine-tuning", xlabel="environment frames", ylabel="FAR return / M")
     a_ratio.set(
         title="|b| / |w| of the actor (dotted: c; both phases solvable below it)",
@@ -286,9 +336,11 @@ def draw(sweep: str, groups: dict[float, list[CellResult]], out: Path, budget_la
     _errorbar(a_forget, values, [s["forgetting"] for s in stats], "π*'s FAR − lowest FAR", "o")
     _errorbar(a_forget, values, [s["far_mean"] for s in stats], "mean FAR over the run", "s")
     a_forget.set(title="forgetting of FAR (returns / M)", xlabel=symbol, ylabel="return / M")
-    if sweep == "scale":
-        for ax in (a_success, a_forget):
+    for ax in (a_success, a_forget):
+        if sweep == "scale":
             ax.set_xscale("log")
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.minorticks_off()
     for ax in axes.flat:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -351,6 +403,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lengths", type=int, nargs="*", default=list(LENGTHS))
     parser.add_argument("--scales", type=float, nargs="*", default=list(SCALES))
     parser.add_argument("--scale-length", type=int, default=SCALE_SWEEP_LENGTH, help="M of the scale sweep")
+    parser.add_argument(
+        "--pretrain-length", type=int, default=SCALE_SWEEP_LENGTH, help="corridor π* is pre-trained in"
+    )
     parser.add_argument("--default-scale", type=float, default=DEFAULT_SCALE, help="c of the length sweep")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--budget", type=int, default=BUDGET, help="fine-tuning frames per run")
@@ -366,7 +421,9 @@ def main(argv: list[str] | None = None) -> None:
     todo = cells(args.lengths, args.scales, args.seeds, args.default_scale, args.scale_length)
     start = time.monotonic()
     if not args.plots_only:
-        run_all(todo, args.runs, args.budget, args.pretrain_budget, args.extra, args.jobs)
+        run_all(
+            todo, args.runs, args.budget, args.pretrain_budget, args.pretrain_length, args.extra, args.jobs
+        )
     written = write_figures(
         args.runs,
         args.out,
