@@ -8,10 +8,11 @@ end. The kill moments are chosen to hit the windows a random kill rarely hits:
   renamed);
 - ``eval``: just after an evaluation begins;
 - ``startup``: while the resumed process starts and restores its checkpoint;
-- ``random``: any moment of training.
+- ``random``: a moment within the first 10 s of training.
 
 The child process is the real CLI; the harness only wraps two functions in it so that they append a
-line to a marker file as they start (``save`` and ``eval``), which tells the harness when to kill.
+line to a marker file as they start (``save``, ``eval``, and ``train`` at the start of training),
+which tells the harness when to kill.
 
 Checks at the end, against a reference run with the same settings that is never killed:
 
@@ -56,7 +57,13 @@ def child(markers: Path, args: list[str]) -> None:
         with open(markers, "a") as f:
             f.write(f"{kind} {time.time()}\n")
 
-    save, evaluate = checkpoint_io.atomic_save, SubspaceEvaluation._evaluate
+    from callbacks.run_summary import RunSummary
+
+    save, evaluate, train_start = (
+        checkpoint_io.atomic_save,
+        SubspaceEvaluation._evaluate,
+        RunSummary.on_train_start,
+    )
 
     def marked_save(*a, **k):
         mark("save")
@@ -66,7 +73,12 @@ def child(markers: Path, args: list[str]) -> None:
         mark("eval")
         return evaluate(self, *a, **k)
 
+    def marked_train_start(self, *a, **k):
+        mark("train")
+        return train_start(self, *a, **k)
+
     checkpoint_io.atomic_save = marked_save
+    RunSummary.on_train_start = marked_train_start
     SubspaceEvaluation._evaluate = marked_evaluate
     main(args)
 
@@ -128,7 +140,8 @@ def kill_once(launch: Launch, kind: str, rng: random.Random, run: Path) -> dict:
     if kind == "startup":
         time.sleep(rng.uniform(0.5, 6.0))
     elif kind == "random":
-        time.sleep(rng.uniform(2.0, 12.0))
+        launch.wait_for_marker("train", deadline)
+        time.sleep(rng.uniform(0.0, 10.0))
     elif kind == "save":
         launch.wait_for_marker("save", deadline)
         time.sleep(rng.uniform(0.0, 0.015))  # a save takes ≈10-20 ms here, mostly fsync
@@ -164,6 +177,8 @@ def run_to_end(out: Path, args: list[str], index: int) -> subprocess.CompletedPr
 
 
 def rows(run: Path) -> list[dict]:
+    if not (run / "metrics.csv").exists():
+        return []
     with open(run / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
 
@@ -314,6 +329,9 @@ def soak(out: Path, kills: int, budget: int, method: str, seed: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.soak [--kills N] [--budget F] [--method M] [--out DIR]``. Run it on a
+    quiet copy of the code (``git archive HEAD``): a resume after the code changed under the run
+    is a different test."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["child"]:
         child(Path(argv[1]), argv[3:])

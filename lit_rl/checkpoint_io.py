@@ -51,7 +51,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def __init__(self) -> None:
         super().__init__()
         self._good: set[str] = set()
-        self._swept: set[str] = set()  # folders cleared of a killed process's temporary files
+        self._swept: set[str] = set()  # paths whose leftover temporary files were removed
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         path = Path(path)
@@ -64,7 +64,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except OSError as error:
             raise CheckpointWriteError(
                 f"lit-rl: error: could not write checkpoint {path} ({error.strerror or error}); "
-                "the previous checkpoint is intact: free space or fix the disk, then resume with "
+                "checkpoints already on disk are intact: free space or fix the disk, then resume with "
                 "RESUME=1 (--ckpt_path last)"
             ) from error
         self._good.add(os.path.abspath(path))
