@@ -2,9 +2,11 @@
 and holes filled, counted from NetHack's messages) and its way into evaluation and the CLI.
 
 ``tests/data/start_states_{dlvl4,sokoban}.json`` were recorded once by
-``record_start_states(out, [4, "sokoban"], count=1, seed=0)`` (the slow test below re-records them
-and compares); the Sokoban one replays 1687 keys to Sokoban's first level (Dlvl 5, variant with
-the pits west of the boulders), where ``FILL_KEYS`` push one boulder into a pit.
+``record_start_states(out, [4, "sokoban"], count=1, seed=0)`` at commit c06eb59 (its first two
+games; the expert has improved since, and now reaches Sokoban in the first game, on the other
+variant of the level, so the slow test checks the recorder's output rather than comparing files).
+The Sokoban state replays 1687 keys to Sokoban's first level (Dlvl 5, the variant whose pits lie
+west of a row of boulders), where ``FILL_KEYS`` push one boulder into a pit.
 """
 
 from __future__ import annotations
@@ -231,11 +233,14 @@ def test_short_fit_logs_sokoban_evaluation_and_level_visitation(tmp_path):
 
 @pytest.mark.slow
 def test_recorder_reaches_dlvl4_and_sokoban(tmp_path):
-    """The seeking expert's first two games (seed 0) give both shipped files again (≈40 s)."""
+    """The seeking expert's first game of seed 0 reaches Dlvl 4 and Sokoban; both states are
+    written, replay-checked, and the report says how often (≈40 s on a loaded machine)."""
     found = record_start_states(tmp_path, [4, "sokoban"], count=1, seed=0, max_steps=20_000)
     assert found["sokoban"][0].dnum == SOKOBAN_DNUM and found[4][0].dlvl >= 4
-    for name in ("start_states_dlvl4.json", "start_states_sokoban.json"):
-        assert (tmp_path / name).read_text() == (DATA / name).read_text()
+    (sokoban,) = load_start_states(tmp_path / "start_states_sokoban.json")
+    assert sokoban == found["sokoban"][0]
+    (dlvl4,) = load_start_states(tmp_path / "start_states_dlvl4.json")
+    assert dlvl4.actions == load_start_states(DLVL4_STATES)[0].actions  # the expert is deterministic
     report = json.loads((tmp_path / "start_states_report.json").read_text())
-    assert report["games"] == 2 and report["states"] == {"4": 1, "sokoban": 1}
-    assert np.isclose(report["reach_rate"]["sokoban"], 0.5)
+    assert report["games"] == 1 and report["states"] == {"4": 1, "sokoban": 1}
+    assert np.isclose(report["reach_rate"]["sokoban"], 1.0) and report["oracle_seen"] == 1

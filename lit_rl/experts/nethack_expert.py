@@ -583,10 +583,10 @@ class NetHackExpert:
             target = self._choose_target(level, here, glyphs, classes, order)
             if target is not None:
                 return self._first_step(level, here, target, parent, classes)
-        # Explored all we can reach: descend even if not yet strong enough for the next level.
-        stairs = [
-            c for c in order if level.terrain[c] in (DOWNSTAIRS, TRAPDOOR) and c not in level.avoid_stairs
-        ]
+        # Explored all we can reach: descend even if not yet strong enough for the next level
+        # (unless Sokoban's stairs may hide here: then search for hidden doors until patience ends).
+        exits = (DOWNSTAIRS, TRAPDOOR) if not self._seeking else ()
+        stairs = [c for c in order if level.terrain[c] in exits and c not in level.avoid_stairs]
         if stairs:
             if stairs[0] == here:
                 self._went = (DOWN, level.terrain[here] == DOWNSTAIRS)
