@@ -142,6 +142,10 @@ _WALKABLE[[FLOOR, DOOR, CLOSED_DOOR, DOWNSTAIRS, UPSTAIRS, TRAPDOOR, OBJECT, PET
 DOOM_DNUM, MINES_DNUM, SOKOBAN_DNUM = 0, 2, 4
 SOKOBAN_ENTRANCE_DEPTHS = range(6, 11)  # one below the Oracle, who is on Dlvl 5-9
 # Level sounds only the Oracle's level makes (NetHack 3.6 sounds.c, dosounds()).
+_CENTAUR_STATUES = np.array(
+    [nh.GLYPH_STATUE_OFF + i for i in range(nh.NUMMONS) if nh.permonst(i).mname.endswith(" centaur")]
+)
+_FOUNTAIN_GLYPH = nh.GLYPH_CMAP_OFF + 31  # S_fountain in NetHack 3.6's include/rm.h
 _ORACLE_SOUNDS = (
     "a strange wind",
     "convulsive ravings",
@@ -438,9 +442,16 @@ class NetHackExpert:
         return None
 
     def _look_for_oracle(self, message: str, glyphs: np.ndarray, classes: np.ndarray, dlvl: int) -> None:
-        """The Oracle in sight or one of her level's sounds: Sokoban's entrance is one level down."""
+        """Recognise the Oracle's level (Sokoban's entrance is one level down): the Oracle in
+        sight, one of her level's sounds, or her centre room as dat/oracle.des builds it, lit,
+        with eight centaur statues around a chamber of four fountains."""
         seen = glyphs[classes == MONSTER]
-        if any(s in message for s in _ORACLE_SOUNDS) or any(MONSTER_NAME[g] == "Oracle" for g in seen):
+        if (
+            any(s in message for s in _ORACLE_SOUNDS)
+            or any(MONSTER_NAME[g] == "Oracle" for g in seen)
+            or int(np.isin(glyphs, _CENTAUR_STATUES).sum()) >= 2
+            or int((glyphs == _FOUNTAIN_GLYPH).sum()) >= 3
+        ):
             self._oracle_depth = dlvl
 
     def _seeks_sokoban_here(self, level: _Level, level_id: tuple[int, int], dlvl: int) -> bool:
