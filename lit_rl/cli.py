@@ -124,6 +124,7 @@ class LitRLCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        plain_numbers(config)
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
         if self.subcommand == "fit":
@@ -131,6 +132,20 @@ class LitRLCLI(LightningCLI):
             resume_from_readable_checkpoint(config)
         elif self.subcommand in ("validate", "test"):
             place_evaluation(config)
+
+
+def plain_numbers(node) -> None:
+    """Range-checked settings parse as ``int``/``float`` subclasses (``PositiveInt``, …); turn them
+    back into plain numbers in place, so checkpoints and policy exports hold only builtin types
+    (``torch.load(weights_only=True)`` refuses other classes)."""
+    items = node.items() if isinstance(node, Namespace) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in list(items):
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float) and type(value) not in (int, float):
+            node[key] = int(value) if isinstance(value, int) else float(value)
+        elif isinstance(value, Namespace | list):
+            plain_numbers(value)
 
 
 def place_run(config: Namespace) -> None:
@@ -209,9 +224,10 @@ def main(args: list[str] | None = None) -> None:
     # Lightning warns that manual optimisation checkpoints hold post-step weights; that is what a
     # resumed run needs (the frame counter counts the batch already learned from).
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-    if args is None:
-        args = sys.argv[1:]
-    sys.argv = sys.argv[:1]  # LightningCLI warns when it is given both
+    if args is not None:
+        # LightningCLI warns when it gets both; a command line is re-read by DDP's child
+        # processes, so it is dropped only when the arguments come from Python
+        sys.argv = sys.argv[:1]
     try:
         cli = LitRLCLI(args=args)
     except USER_ERRORS as error:
