@@ -98,7 +98,7 @@ def test_scripted_sequence_switches_stages_and_augments_the_final_reward():
 
 
 def test_time_limit_is_terminal_and_not_bootstrapped():
-    env = RoboticSequenceEnv(2, seed=0)
+    env = RoboticSequenceEnv(2, stages_per_episode=1, seed=0)  # hammer only: 2 scenes to build
     td = env.reset()
     for k in range(T):
         assert td["observation"][:, -1].tolist() == pytest.approx([k / T] * 2)
@@ -151,13 +151,14 @@ def test_start_stage_and_single_stage_episodes():
 
 
 def test_observation_layout():
-    env = RoboticSequenceEnv(3, start_stages=(0, 3), seed=1)
+    env = RoboticSequenceEnv(4, start_stages=(0, 3), stages_per_episode=1, seed=1)
     td = env.reset()
     obs = td["observation"]
-    assert obs.shape == (3, TASK_OBS_DIM + 4 + 1) and obs.dtype == torch.float32
+    assert obs.shape == (4, TASK_OBS_DIM + 4 + 1) and obs.dtype == torch.float32
+    assert set(td["stage"].tolist()) == {0, 3}  # this seed draws both start stages
     one_hot = obs[:, TASK_OBS_DIM:-1]
     assert torch.equal(one_hot, torch.eye(4)[td["stage"]])
-    assert obs[:, -1].tolist() == [0.0, 0.0, 0.0]
+    assert obs[:, -1].tolist() == [0.0] * 4
     for i, stage in enumerate(td["stage"].tolist()):
         scene = env.task_envs[i][stage]
         # hand position first, the (re-sampled) goal last: goal-observable Meta-World state
@@ -182,7 +183,7 @@ def test_seeding_reproduces_and_varies_the_random_starts():
 
 
 def test_torchrl_spec_check_in_process_and_in_workers():
-    check_env_specs(RoboticSequenceEnv(2, seed=0), seed=0)
+    check_env_specs(RoboticSequenceEnv(2, seed=0), seed=0)  # the full sequence (4 scenes each)
     make = functools.partial(RoboticSequenceEnv, 1, start_stages="push-wall-v3", seed=0)
     # fork: spawned workers re-import torch, TorchRL and Meta-World (≈ 25 s on a loaded machine)
     parallel = ParallelEnv(2, make, mp_start_method="fork")
