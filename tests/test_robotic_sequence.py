@@ -183,7 +183,7 @@ def test_seeding_reproduces_and_varies_the_random_starts():
 
 
 def test_torchrl_spec_check_in_process_and_in_workers():
-    check_env_specs(RoboticSequenceEnv(2, seed=0), seed=0)  # the full sequence (4 scenes each)
+    check_env_specs(RoboticSequenceEnv(1, seed=0), seed=0)  # the full sequence: 4 scenes
     make = functools.partial(RoboticSequenceEnv, 1, start_stages="push-wall-v3", seed=0)
     # fork: spawned workers re-import torch, TorchRL and Meta-World (≈ 25 s on a loaded machine)
     parallel = ParallelEnv(2, make, mp_start_method="fork")
