@@ -20,6 +20,7 @@ import functools
 import os
 import time
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,7 @@ def run(seconds: float = 8.0, rounds: int = 4, num_envs: int = 8, seed: int = 0)
         "num_envs": num_envs,
         "rates": {label: steps[label] / elapsed[label] for label in streams},
         "steps_per_cpu_s": {label: steps[label] / cpu[label] for label in streams},
+        "versions": {package: metadata.version(package) for package in ("metaworld", "mujoco")},
         "load_average_start": load_start,
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
     }

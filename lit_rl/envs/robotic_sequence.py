@@ -10,7 +10,7 @@ Definitions (T = ``steps_per_stage`` = 200, β = ``success_reward_scale`` = 1.5)
 
 - **Time.** Every stage has its own clock t = the number of steps already taken in the current
   stage (0 on entering a stage). The agent acts at t = 0, 1, …, T − 1; after the action at
-  t = T − 1 without success the episode ends (the time limit).
+  t = T − 1 without success the episode ends (the time limit); a success on that step counts.
 - **Observation** ``observation`` (float32, 39 + S + 1 with S stages, 44 for the paper's sequence):
   Meta-World's 39-d state of the current stage's scene (hand, gripper, objects for this and the
   previous frame, goal position: goal-observable, as in Meta-World's MT benchmarks, because the
