@@ -117,6 +117,13 @@ def test_advantages_and_losses_equal_the_full_recomputation(teacher_file, one_to
     assert (ref_passes.core, ref_passes.encoder) == (2 * batch.numel(), 2 * batch.numel())
 
     if ks:
+        # π* read the student's fixed features: its logits equal its own full pass on each frame
+        own = model.scenario.teacher_probe(model.teacher)
+        assert not own.reads_features
+        with torch.no_grad():
+            flat = reference_batch(batch).reshape(-1).exclude("teacher_logits")
+            own_logits = own(flat)["teacher_logits"].reshape(batch["teacher_logits"].shape)
+        torch.testing.assert_close(batch["teacher_logits"], own_logits, rtol=1e-5, atol=1e-5)
         method = model.retention["ks"]
         with PassCounter() as ks_passes:
             reused = method.loss(model._context, minibatch)
@@ -156,5 +163,18 @@ def test_a_training_run_makes_two_passes_per_frame_three_with_ks(teacher_file, o
     assert 0 < bootstraps <= 2 * budget // STEPS  # about one per row
     probe = ENVS * (2 if ks else 1)  # TorchRL's Collector runs its policy once when it is built
     assert passes.core == (3 if ks else 2) * budget + bootstraps + probe, passes.core / budget
-    # the encoders run once per frame (π*'s own beside the student's with KS) and on bootstraps
-    assert passes.encoder == (2 if ks else 1) * budget + bootstraps + probe
+    # the encoders run once per frame (π* reads the student's fixed features) and on bootstraps
+    assert passes.encoder == budget + bootstraps + ENVS
+
+
+def test_teacher_encodes_for_itself_when_its_encoders_differ(teacher_file, tmp_path, one_torch_thread):
+    """π* shares the student's features only if its encoders compute the same function."""
+    torch.manual_seed(5)
+    scenario = NetHack(size="tiny", max_episode_steps=7)
+    other = tmp_path / "other.pt"
+    save_policy(other, scenario.make_policy().modules(), scenario.describe())
+    same = module(teacher_file, ks=True)
+    different = PPOFineTuning(scenario, pretrained=str(teacher_file), teacher=str(other),
+                              retention=[Kickstarting()], **SETTINGS)  # fmt: skip
+    assert same._collection_policy().module[1].reads_features
+    assert not different._collection_policy().module[1].reads_features

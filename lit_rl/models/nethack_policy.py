@@ -173,6 +173,8 @@ class RecurrentLogits(TensorDictModuleBase):
         #: replays read them; a teacher running beside it (``with_keys``, or a copy the trainer
         #: switched off) does neither, so it never reads the student's features as its own
         self.carries_outputs = self.state_keys == STATE_KEYS and logits_key == "logits"
+        #: set by ``share_features_of``: read the student's ``features`` instead of encoding
+        self.reads_features = False
 
     def features_fixed(self) -> bool:
         """True while no encoder parameter trains, so a frame's ``features`` never change."""
@@ -181,6 +183,21 @@ class RecurrentLogits(TensorDictModuleBase):
     @property
     def net(self) -> ScaledNet:
         return self.module.step.net
+
+    def share_features_of(self, student: RecurrentLogits) -> bool:
+        """Read the ``features`` the student wrote for the same frame instead of running these
+        encoders, when they compute the same function: both fixed and equal (π* is the start
+        point and fine-tuning keeps the encoders frozen). Kickstarting's π* beside the student
+        then costs an LSTM step per frame, not a second ScaledNet pass. Returns whether it does."""
+        mine = [t for m in self.net.encoder_modules() for t in [*m.parameters(), *m.buffers()]]
+        theirs = [t for m in student.net.encoder_modules() for t in [*m.parameters(), *m.buffers()]]
+        self.reads_features = (
+            student.features_fixed()
+            and self.features_fixed()
+            and len(mine) == len(theirs)
+            and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(mine, theirs))
+        )
+        return self.reads_features
 
     def with_keys(self, state_keys: list[str], logits_key: str) -> RecurrentLogits:
         """The same network (shared weights) reading and writing other keys."""
@@ -193,8 +210,13 @@ class RecurrentLogits(TensorDictModuleBase):
         step = self.module.step
         collecting = self.carries_outputs and self.training
         keep = (~is_init.reshape(-1).bool()).to(h.dtype).unsqueeze(-1)
-        x = step.encode(*obs)
-        PassCounter.add(x.shape[0], x.shape[0])
+        x = td.get(FEATURES_KEY, None) if self.reads_features else None
+        if x is None:
+            x = step.encode(*obs)
+            PassCounter.add(x.shape[0], 0)
+        else:
+            x = x.reshape(h.shape[0], -1)
+        PassCounter.add(0, x.shape[0])
         h, c = lstm_step(self.net.lstm, x, h * keep, c * keep)
         td.set(self.logits_key, self.net.policy(h).reshape(*td.shape, NUM_ACTIONS))
         td.set(("next", self.state_keys[0]), h.reshape(*td.shape, -1))

@@ -1,8 +1,16 @@
 """Actor-critic fine-tuning with retention losses, as one LightningModule.
 
 A TorchRL collector is the training dataloader: each batch is a [envs, time] TensorDict of fresh
-rollouts. ``training_step`` computes GAE, then runs PPO epochs over minibatches with manual
-optimisation, adding every active retention term to TorchRL's clipped PPO loss:
+rollouts, collected while the learner waits (``collection: sync``) or by collector processes that
+keep stepping the environments with the last weights they received while the learner trains on the
+previous batch (``collection: async``; TorchRL's asynchronous multi-process collector). Every frame
+is stamped with the version of the weights that acted (``policy_version``: learner batches applied),
+so the policy lag is logged (``time/policy_lag``); PPO's clipped ratio against the stored
+behaviour log-probabilities keeps the update sound under that lag.
+
+``training_step`` computes GAE (from the values the collection pass stored), then runs PPO epochs
+over minibatches with manual optimisation, adding every active retention term to TorchRL's clipped
+PPO loss:
 
     L = L_PPO(θ) + Σ_m L_m(θ)            (paper §2; the critic is never regularised)
 
@@ -16,6 +24,7 @@ import copy
 import math
 import warnings
 from collections.abc import Iterator
+from typing import Literal
 
 import torch
 from jsonargparse.typing import (
@@ -27,7 +36,7 @@ from jsonargparse.typing import (
 )
 from lightning import LightningModule
 from tensordict import TensorDictBase
-from tensordict.nn import TensorDictSequential
+from tensordict.nn import TensorDictModuleBase, TensorDictSequential
 from torchrl.collectors import Collector
 from torchrl.objectives.value import GAE
 
@@ -62,6 +71,24 @@ class TrainingEnvFactory:
         return self.scenario.add_teacher_state(env, self.num_envs) if self.teacher_state else env
 
 
+class PolicyVersion(TensorDictModuleBase):
+    """Stamps each collected frame with the version of the weights that acted (``policy_version``).
+
+    The version is a buffer of the collection policy: it travels with the weights to collector
+    processes, so a frame's stamp is the version its collector held when it acted, and the learner
+    reads the lag of each batch as its own version minus the stamps. Not persistent: a resumed run
+    counts afresh (the lag is a difference)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("version", torch.zeros((), dtype=torch.long), persistent=False)
+        self.in_keys, self.out_keys = [], ["policy_version"]
+
+    def forward(self, td: TensorDictBase) -> TensorDictBase:
+        td.set("policy_version", self.version.expand(td.shape).clone())
+        return td
+
+
 class PPOFineTuning(LightningModule):
     """PPO fine-tuning of a pre-trained policy, with any combination of retention methods.
 
@@ -77,7 +104,17 @@ class PPOFineTuning(LightningModule):
         num_envs, rollout_length: one batch is ``num_envs × rollout_length`` frames.
         collector_workers: processes that step the environments (each ``num_envs / workers`` of
             them, TorchRL's process collectors with the policy's weights sent after every batch);
-            1 steps them in the training process.
+            1 steps them in the training process (``sync``) or in one collector process (``async``).
+        collection: ``sync`` collects each batch while the learner waits (TorchRL's synchronous
+            collectors: the exact-reproduction mode; Lightning's one-batch prefetch makes the lag
+            at most 1 batch). ``async`` uses TorchRL's ``MultiAsyncCollector``: each worker keeps
+            one batch of ``num_envs / workers`` envs × ``rollout_length`` in flight, started with
+            the newest weights as soon as the learner took its previous one, so stepping and
+            learning overlap on separate cores. With one worker the lag is at most 2 batches
+            (its batch in flight and Lightning's prefetch); with more, a fast worker can deliver
+            twice while a slow one is still on its batch, so ``max_policy_lag`` bounds it.
+        max_policy_lag: async batches whose oldest frame would be more learner batches old than
+            this when trained are dropped (not counted in the budget; ``train/dropped_batches``).
         seed: base seed of the training environments (each DDP rank adds its rank).
         lr, lr_decay: learning rate of the behaviour parameters, optionally decayed linearly to 0
             over the budget (torch's ``LinearLR``, stepped once per collected batch).
@@ -118,6 +155,8 @@ class PPOFineTuning(LightningModule):
         num_envs: PositiveInt = 64,
         rollout_length: PositiveInt = 100,
         collector_workers: PositiveInt = 1,
+        collection: Literal["sync", "async"] = "sync",
+        max_policy_lag: PositiveInt = 3,
         seed: int = 0,
         lr: PositiveFloat = 0.05,
         critic_lr: PositiveFloat | None = None,
@@ -183,6 +222,9 @@ class PPOFineTuning(LightningModule):
         self.register_buffer("env_frames", torch.tensor(0, dtype=torch.long))
         self.register_buffer("nonfinite_updates", torch.tensor(0, dtype=torch.long))
         self.register_buffer("simulator_restarts", torch.tensor(0, dtype=torch.long))
+        self.policy_version = PolicyVersion()
+        self.register_buffer("dropped_batches", torch.tensor(0, dtype=torch.long))
+        self._collector, self._collector_policy = None, None
         self._consecutive_nonfinite = 0
         self._context: RetentionContext | None = None
 
@@ -235,38 +277,76 @@ class PPOFineTuning(LightningModule):
         batches (which a resumed run, with fewer frames left, would get wrong). A simulator fault
         while collecting rebuilds the collector and the run goes on; each restart is counted and
         logged (``train/simulator_restarts``) up to ``max_simulator_restarts``.
+
+        TorchRL's process collectors set this process's torch thread count while they run and
+        raise it on shutdown (by their worker count, up to the count torch started with), which
+        made an end-of-run evaluation after a 2-worker run ≈9× slower on 2 busy cores; the count
+        this process had is kept while they run and restored after they shut down.
         """
         # Lightning fetches a batch ahead of training_step, so count the frames handed out here
         # rather than reading env_frames.
         handed_out = int(self.env_frames)
+        threads = torch.get_num_threads()
         while handed_out < self.hparams.budget_frames:
             policy = self._collection_policy()
             collector = self._make_collector(self.hparams.budget_frames - handed_out, policy)
+            self._collector, self._collector_policy = collector, policy
             try:
                 for batch in collector:
+                    if self._too_stale(batch):
+                        self.dropped_batches += 1
+                        continue
                     handed_out += batch.numel()
                     yield batch
-                    if self.hparams.collector_workers > 1:
+                    if self._collects_in_processes and self.hparams.collection == "sync":
                         collector.update_policy_weights_(policy)
+                    if handed_out >= self.hparams.budget_frames:
+                        return
                 return
             except SIMULATOR_FAULTS as fault:
                 self._count_restart(fault)
             finally:
+                self._collector = self._collector_policy = None
                 collector.shutdown()
+                torch.set_num_threads(threads)
+
+    def _too_stale(self, batch: TensorDictBase) -> bool:
+        """Whether an async batch's oldest frame would exceed ``max_policy_lag`` when trained:
+        Lightning trains it after the batch it fetched before, so one more update lands first."""
+        if self.hparams.collection != "async":
+            return False
+        oldest = int(batch["policy_version"].min())
+        return int(self.policy_version.version) + 1 - oldest > self.hparams.max_policy_lag
+
+    @property
+    def _collects_in_processes(self) -> bool:
+        return self.hparams.collector_workers > 1 or self.hparams.collection == "async"
+
+    @property
+    def frames_per_batch(self) -> int:
+        """Frames in one training batch: all envs × ``rollout_length``, or one async worker's
+        share of the envs (each async batch comes from one worker)."""
+        hp = self.hparams
+        frames = hp.num_envs * hp.rollout_length
+        return frames // hp.collector_workers if hp.collection == "async" else frames
 
     def _make_collector(self, remaining: int, policy) -> Collector:
+        """The collector for ``remaining`` frames: in this process (sync, one worker), TorchRL's
+        synchronous multi-process collector with the workers' envs side by side (sync), or its
+        asynchronous one (``MultiAsyncCollector``: each batch is one worker's [envs, time])."""
         hp = self.hparams
-        frames_per_batch = hp.num_envs * hp.rollout_length
+        frames_per_batch = self.frames_per_batch
         batches = max(1, math.ceil(remaining / frames_per_batch))
         settings = dict(
             frames_per_batch=frames_per_batch,
-            total_frames=batches * frames_per_batch,
+            # async: endless, since dropped batches do not count (the loader stops at the budget)
+            total_frames=-1 if hp.collection == "async" else batches * frames_per_batch,
             policy_device=self.device,
             storing_device=self.device,
             auto_register_policy_transforms=False,
         )
         workers, seed, ks = hp.collector_workers, self._env_seed(), self._teacher_logits_wanted
-        if workers == 1:
+        if not self._collects_in_processes:
             env = self.scenario.make_env(hp.num_envs, hp.train_start, seed, training=True)
             env = self.scenario.add_teacher_state(env, hp.num_envs) if ks else env
             return Collector(env, policy, **settings)
@@ -275,6 +355,11 @@ class PPOFineTuning(LightningModule):
             TrainingEnvFactory(self.scenario, per_worker, hp.train_start, seed + 97 * worker, ks)
             for worker in range(workers)
         ]
+        # this process keeps its own thread count (TorchRL would set it to cores − workers)
+        settings["num_threads"] = torch.get_num_threads()
+        if hp.collection == "async":
+            return Collector(makers, policy, backend="process", num_collectors=workers, sync=False,
+                             use_buffers=True, **settings)  # fmt: skip
         # workers' envs side by side ([envs, time]), so every row stays one environment's trajectory
         return Collector(
             makers, policy, backend="process", num_collectors=workers, sync=True, cat_results=0,
@@ -283,10 +368,15 @@ class PPOFineTuning(LightningModule):
 
     def _collection_policy(self):
         """The actor; with kickstarting, followed by π* writing ``teacher_logits`` for every frame
-        from its own recurrent state, which the KS loss reads."""
-        if not self._teacher_logits_wanted:
-            return self.policy["actor"]
-        return TensorDictSequential(self.policy["actor"], self.scenario.teacher_probe(self.teacher))
+        from its own recurrent state, which the KS loss reads; then the weights' version stamp."""
+        modules = [self.policy["actor"]]
+        if self._teacher_logits_wanted:
+            probe = self.scenario.teacher_probe(self.teacher)
+            share = getattr(probe, "share_features_of", None)
+            if share is not None:  # π* reads the student's fixed features where they are equal
+                share(self.policy["actor"].module[0])
+            modules.append(probe)
+        return TensorDictSequential(*modules, self.policy_version)
 
     def _count_restart(self, fault: Exception) -> None:
         self.simulator_restarts += 1
@@ -395,6 +485,7 @@ class PPOFineTuning(LightningModule):
             del state[key]
         for key, value in fresh.items():
             state.setdefault(key, value)
+        state.setdefault("dropped_batches", torch.tensor(0, dtype=torch.long))  # older checkpoints
 
     def on_fit_end(self) -> None:
         if self.hparams.export_policy and self.trainer.is_global_zero:
@@ -413,7 +504,7 @@ class PPOFineTuning(LightningModule):
             optimizer = torch.optim.Adam(groups, eps=1e-7, weight_decay=hp.weight_decay)
         if not hp.lr_decay:
             return optimizer
-        batches = max(1, math.ceil(hp.budget_frames / (hp.num_envs * hp.rollout_length)))
+        batches = max(1, math.ceil(hp.budget_frames / self.frames_per_batch))
         decay = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 0.0, total_iters=batches)
         return {"optimizer": optimizer, "lr_scheduler": decay}
 
@@ -427,6 +518,7 @@ class PPOFineTuning(LightningModule):
 
     def training_step(self, batch: TensorDictBase, batch_idx: int) -> None:
         hp = self.hparams
+        self._policy_lag = self._lag(batch)
         self.env_frames += batch.numel()
         for method in self.retention.values():
             method.on_env_frames(int(self.env_frames))
@@ -441,7 +533,20 @@ class PPOFineTuning(LightningModule):
         for _ in range(hp.ppo_epochs):
             for minibatch in self.minibatches(batch):
                 self._update(minibatch, terms)
+        self.policy_version.version += 1
+        if self._collector is not None and hp.collection == "async":
+            # the workers start their next batch with these weights (the collector's weight sync)
+            self._collector.update_policy_weights_(self._collector_policy)
         self._log_step(batch, terms)
+
+    def _lag(self, batch: TensorDictBase) -> tuple[float, float] | None:
+        """(mean, max) over the batch's frames of the learner batches applied since the weights
+        that acted on them; ``None`` for batches without stamps."""
+        stamps = batch.get("policy_version", None)
+        if stamps is None:
+            return None
+        lag = (self.policy_version.version - stamps).float()
+        return lag.mean().item(), lag.max().item()
 
     def compute_advantage(self, batch: TensorDictBase) -> None:
         """Write ``advantage`` and ``value_target`` into the [envs, time] batch (TorchRL GAE).
@@ -532,5 +637,9 @@ class PPOFineTuning(LightningModule):
         metrics["train/env_frames"] = float(self.env_frames)
         metrics["train/nonfinite_updates"] = float(self.nonfinite_updates)
         metrics["train/simulator_restarts"] = float(self.simulator_restarts)
+        if self.hparams.collection == "async":
+            metrics["train/dropped_batches"] = float(self.dropped_batches)
+        if getattr(self, "_policy_lag", None) is not None:
+            metrics["time/policy_lag"], metrics["time/policy_lag_max"] = self._policy_lag
         distributed = self._trainer is not None and self.trainer.world_size > 1
         self.log_dict(metrics, on_step=True, batch_size=1, sync_dist=distributed)
