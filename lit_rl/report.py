@@ -152,12 +152,12 @@ def table(preset: str, by_method: dict[str, list[dict]], subspaces: list[str]) -
         lines.append(f"| {method} | " + " | ".join(_cell(row[c]) for c in columns) + " |")
     lines += [
         "",
-        "Mean ± standard deviation over seeds. `_final` is the last evaluation, `_min` and `_mean`",
-        "the lowest and the mean return over all evaluations of the run (π*'s included);",
-        f"`transfer` = `{TRANSFER_SUBSPACE}_mean`, the mean downstream ({TRANSFER_SUBSPACE.upper()}) "
-        "return over the run (area under its curve). The π* row is the pre-trained policy's own",
-        "evaluation before fine-tuning, as if it were never fine-tuned; plots shade the min–max",
-        "range over seeds and draw π* as a dashed line.",
+        "Mean ± standard deviation over seeds. `_final` is the last evaluation, `_min` and `_mean` the",
+        "lowest and the mean return over all evaluations of the run (π*'s included). `transfer` =",
+        f"`{TRANSFER_SUBSPACE}_mean`, the mean downstream ({TRANSFER_SUBSPACE.upper()}) return over the "
+        "run (the area under its curve).",
+        "The π* row is the pre-trained policy's own evaluation, as if it were never fine-tuned; plots",
+        "shade the min–max range over seeds and draw π* as a dashed line.",
         "",
     ]
     return "\n".join(lines)
