@@ -87,7 +87,7 @@ def test_other_messages_count_nothing_and_a_line_counts_each_fill():
 def test_start_states_land_on_the_requested_level_and_branch():
     (dlvl4,) = load_start_states(DLVL4_STATES)
     (sokoban,) = load_start_states(SOKOBAN_STATES)
-    env = NetHackBatchEnv(2, start_states=[dlvl4, sokoban])
+    env = NetHackBatchEnv(2, seed=0, start_states=[dlvl4, sokoban])  # seed 0: game i gets state i
     try:
         out = env.reset()
         assert out["dlvl"].tolist() == [dlvl4.dlvl, sokoban.dlvl] and dlvl4.dlvl >= 4
