@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from jsonargparse.typing import NonNegativeFloat, PositiveInt
 from torch.func import functional_call, grad, vmap
 
 from lit_rl.retention.base import (
@@ -77,10 +78,10 @@ class EWC(AnchoredPenalty):
 
     def __init__(
         self,
-        coef: float = 1.0,
+        coef: NonNegativeFloat = 1.0,
         fisher: Literal["per_sample", "batch_mean"] = "per_sample",
-        fisher_states: int = 4096,
-        fisher_batch: int = 256,
+        fisher_states: PositiveInt = 4096,
+        fisher_batch: PositiveInt = 256,
     ):
         super().__init__(coef)
         if fisher_states < 1 or fisher_batch < 1:

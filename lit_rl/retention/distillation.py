@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveInt
 from tensordict import TensorDictBase
 
 from lit_rl.retention.base import (
@@ -72,10 +73,10 @@ class BehaviouralCloningReplay(RetentionMethod):
 
     def __init__(
         self,
-        coef: float = 1.0,
+        coef: NonNegativeFloat = 1.0,
         target: Literal["teacher", "action"] = "teacher",
-        batch_size: int = 256,
-        seq_length: int = 32,
+        batch_size: PositiveInt = 256,
+        seq_length: PositiveInt = 32,
     ):
         super().__init__(coef)
         if batch_size < 1 or seq_length < 1:
@@ -115,7 +116,12 @@ class Kickstarting(RetentionMethod):
     name = "ks"
     needs_teacher_logits = True
 
-    def __init__(self, coef: float = 0.75, decay: float = 0.99998, coef_min: float = 0.33):
+    def __init__(
+        self,
+        coef: NonNegativeFloat = 0.75,
+        decay: ClosedUnitInterval = 0.99998,
+        coef_min: NonNegativeFloat = 0.33,
+    ):
         super().__init__(coef)
         if not 0 < decay <= 1 or coef_min < 0:
             raise ValueError(f"ks.decay must be in (0, 1] and ks.coef_min >= 0, got {decay}, {coef_min}")

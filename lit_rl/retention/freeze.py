@@ -9,6 +9,7 @@ never chosen, so a thaw restores exactly what this method froze.
 
 from __future__ import annotations
 
+from jsonargparse.typing import NonNegativeInt
 from torch import nn
 
 from lit_rl.retention.base import RetentionMethod
@@ -20,7 +21,7 @@ class Freeze(RetentionMethod):
 
     name = "freeze"
 
-    def __init__(self, modules: list[str] | None = None, unfreeze_at: int | None = None):
+    def __init__(self, modules: list[str] | None = None, unfreeze_at: NonNegativeInt | None = None):
         super().__init__(0.0)
         if unfreeze_at is not None and unfreeze_at < 0:
             raise ValueError(f"freeze.unfreeze_at must be >= 0 frames, got {unfreeze_at}")
