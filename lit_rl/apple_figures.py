@@ -283,7 +283,7 @@ def cell_statistics(results: list[CellResult]) -> dict[str, tuple[float, float, 
         "far_success_final": [r.far_success[-1] for r in results],
         "far_success_min": [r.far_success.min() for r in results],
         "ratio_start": [r.ratio[0] for r in results],
-        "ratio_max": [r.ratio.max() for r in results],
+        "ratio_final": [r.ratio[-1] for r in results],
     }
     return {k: (float(np.mean(v)), float(np.min(v)), float(np.max(v))) for k, v in per_seed.items()}
 
@@ -324,7 +324,7 @@ def draw(sweep: str, groups: dict[float, list[CellResult]], out: Path, budget_la
     a_far.axhline(1.0, color="black", linestyle="--", linewidth=1, label="optimal (return M)")
     a_far.set(title="FAR return during fine-tuning", xlabel="environment frames", ylabel="FAR return / M")
     a_ratio.set(
-        title="|b| / |w| of the actor (dotted: c; both phases solvable below it)",
+        title="|b| / |w| of the actor (dotted: c, below it both phases fit)",
         xlabel="environment frames",
         ylabel="|b| / |w|",
         yscale="log",
@@ -356,7 +356,7 @@ def table(sweep: str, groups: dict[float, list[CellResult]]) -> str:
     symbol = "M" if sweep == "length" else "c"
     keys = [
         "far_min", "far_mean", "far_final", "forgetting",
-        "close_success_final", "far_success_final", "ratio_start", "ratio_max",
+        "close_success_final", "far_success_final", "ratio_start", "ratio_final",
     ]  # fmt: skip
     lines = [f"| {symbol} | seeds | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
     for value in sorted(groups):
