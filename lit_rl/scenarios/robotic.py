@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from jsonargparse.typing import PositiveInt
+from metaworld import policies as scripted
 from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
 from torchrl.data import Binary, Bounded
 from torchrl.envs import EnvBase
 
@@ -80,6 +82,39 @@ class StageSuccessEnv(RoboticSequenceEnv):
         return super()._output(**extra)
 
 
+#: Meta-World's own scripted expert of each stage (``metaworld.policies``)
+SCRIPTED = {
+    "hammer-v3": scripted.SawyerHammerV3Policy,
+    "push-v3": scripted.SawyerPushV3Policy,
+    "peg-unplug-side-v3": scripted.SawyerPegUnplugSideV3Policy,
+    "push-wall-v3": scripted.SawyerPushWallV3Policy,
+}
+
+
+class ScriptedStagePolicy(TensorDictModuleBase):
+    """Meta-World's scripted expert of each row's stage, plus Gaussian noise of std ``noise``
+    (clipped to [−1, 1]): an optional warm-up behaviour for π*'s SAC pre-training (its first
+    ``start_steps`` frames; ``SACFineTuning.warmup``) in place of uniformly random actions."""
+
+    def __init__(self, stages: tuple[str, ...], noise: float = 0.1, seed: int = 0):
+        super().__init__()
+        self.in_keys, self.out_keys = ["observation", "stage"], ["action"]
+        self.experts = [SCRIPTED[s]() for s in stages]
+        self.noise = noise
+        self.rng = np.random.default_rng(seed)
+
+    @torch.no_grad()
+    def forward(self, td: TensorDictBase) -> TensorDictBase:
+        obs = td["observation"].reshape(-1, td["observation"].shape[-1]).cpu().numpy()
+        stage = td["stage"].reshape(-1).cpu().numpy()
+        actions = np.stack(
+            [self.experts[k].get_action(o[:TASK_OBS_DIM]) for o, k in zip(obs, stage, strict=True)]
+        )
+        actions = np.clip(actions + self.noise * self.rng.standard_normal(actions.shape), -1.0, 1.0)
+        td.set("action", torch.as_tensor(actions, dtype=torch.float32).reshape(*td.shape, ACTION_DIM))
+        return td
+
+
 class RoboticSequence(Scenario):
     """The paper's robotic sequence with SAC's per-stage-head MLPs.
 
@@ -102,7 +137,8 @@ class RoboticSequence(Scenario):
         steps_per_stage: PositiveInt = STEPS_PER_STAGE,
         pretraining_buffer: str | None = "pretrained/robotic.buffer.pt",
     ):
-        self.hidden, self.depth, self.steps_per_stage = hidden, depth, steps_per_stage
+        # plain ints: describe() goes into policy files that load with weights_only
+        self.hidden, self.depth, self.steps_per_stage = int(hidden), int(depth), int(steps_per_stage)
         self.pretraining_buffer = pretraining_buffer
         self.stages = ROBOTIC_SEQUENCE
         self.max_episode_steps = steps_per_stage * len(self.stages)
@@ -140,6 +176,10 @@ class RoboticSequence(Scenario):
         )
         critic = make_qvalue(QNet(obs_dim, ACTION_DIM, stages, self.hidden, self.depth))
         return Policy(actor=actor, critic=critic)
+
+    def scripted_policy(self, noise: float, seed: int) -> ScriptedStagePolicy:
+        """Meta-World's scripted experts with action noise (π*'s optional warm-up behaviour)."""
+        return ScriptedStagePolicy(self.stages, noise, seed)
 
     def visitation(self, batch: TensorDictBase) -> dict[str, float]:
         """Share of the batch's frames in each stage, and in CLOSE (hammer, push) / FAR."""

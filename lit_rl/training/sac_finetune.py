@@ -37,11 +37,19 @@ import copy
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import torch
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveFloat, PositiveInt
+from jsonargparse.typing import (
+    ClosedUnitInterval,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+)
 from lightning import LightningModule
 from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
 from torch import nn
 from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
@@ -125,6 +133,10 @@ class SACFineTuning(LightningModule):
         buffer_size, batch_size: replay capacity and transitions per update (paper: 100k, 128).
         updates_per_frame: SAC updates per collected frame (1: one per environment step).
         learning_starts: frames collected before the first update.
+        warmup: behaviour of the first ``start_steps`` frames: ``random`` (uniform actions, the
+            paper's) or ``scripted`` (the scenario's ``scripted_policy``, e.g. Meta-World's
+            scripted experts with Gaussian noise of std ``warmup_noise``: a π* pre-training
+            shortcut for small budgets, documented in docs/robotic.md).
         lr: Adam's learning rate for the actor, the critics and log α (paper: 1e-3).
         gamma, tau: discount; Polyak factor of the target critics.
         alpha_init: initial entropy coefficient (tuned automatically towards −|A|).
@@ -152,6 +164,8 @@ class SACFineTuning(LightningModule):
         batch_size: PositiveInt = 128,
         updates_per_frame: PositiveFloat = 1.0,
         learning_starts: NonNegativeInt = 1_000,
+        warmup: Literal["random", "scripted"] = "random",
+        warmup_noise: NonNegativeFloat = 0.3,
         seed: int = 0,
         lr: PositiveFloat = 1e-3,
         gamma: ClosedUnitInterval = 0.99,
@@ -241,12 +255,19 @@ class SACFineTuning(LightningModule):
         random_frames = max(0, hp.start_steps - handed_out)
         seed = hp.seed + 1000 * self._rank()[0] + handed_out % 997
         env = self.scenario.make_env(hp.num_envs, hp.train_start, seed, training=True)
+        policy, warmup_frames = (
+            self.policy["actor"],
+            math.ceil(random_frames / frames_per_batch) * frames_per_batch,
+        )
+        if hp.warmup == "scripted" and warmup_frames:
+            policy = _Switch(self.scenario.scripted_policy(hp.warmup_noise, seed), policy, warmup_frames)
+            warmup_frames = 0
         collector = Collector(
             env,
-            self.policy["actor"],
+            policy,
             frames_per_batch=frames_per_batch,
             total_frames=max(1, math.ceil(remaining / frames_per_batch)) * frames_per_batch,
-            init_random_frames=math.ceil(random_frames / frames_per_batch) * frames_per_batch,
+            init_random_frames=warmup_frames,
             policy_device=self.device,
             storing_device=self.device,
             exploration_type=ExplorationType.RANDOM,
@@ -440,6 +461,22 @@ class SACFineTuning(LightningModule):
             data = data[data["stage"] == PUSH_WALL_STAGE]
             self._loglik_states = data[-self.hparams.loglik_transitions :].to(self.device)
         return self._loglik_states
+
+
+class _Switch(TensorDictModuleBase):
+    """Acts with ``first`` for ``frames`` frames (counted per call over the batch), then with
+    ``then`` (the scripted warm-up before the actor)."""
+
+    def __init__(self, first, then, frames: int):
+        super().__init__()
+        self.first, self.then, self.left = first, then, frames
+        self.in_keys, self.out_keys = list(then.in_keys), ["action"]
+
+    def forward(self, td: TensorDictBase) -> TensorDictBase:
+        if self.left > 0:
+            self.left -= td.numel()
+            return self.first(td)
+        return self.then(td)
 
 
 @torch.no_grad()
