@@ -95,10 +95,10 @@ def run_stats(summary: dict) -> dict[str, float]:
     return row
 
 
-def spread(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation over seeds (0 for a single seed)."""
+def spread(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation over seeds (``None`` for a single seed: no spread known)."""
     array = np.asarray(values, dtype=float)
-    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else None
 
 
 def method_row(runs: list[dict], subspaces: list[str]) -> dict:
@@ -130,7 +130,7 @@ def _cell(value) -> str:
         return "–"
     if isinstance(value, tuple):
         mean, std = value
-        return f"{mean:.1f} ± {std:.1f}"
+        return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
     return str(value)
 
 
