@@ -22,9 +22,9 @@ from lit_rl.models.model115 import (
     source_names,
     to_source_layout,
 )
+from lit_rl.models.policy_io import load_policy, save_policy
 from lit_rl.models.scaled_net import NUM_ACTIONS, ScaledNet
 from lit_rl.scenarios.nethack import NetHack
-from lit_rl.models.policy_io import load_policy, save_policy
 
 REFERENCE = Path(__file__).parent / "data" / "model115_state_dict.tsv"
 #: model115.md: "flags" of the 1738-wide model, stored beside the weights in newer saves

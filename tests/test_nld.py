@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from nle import nethack
 
-from lit_rl.datasets import nld
 from lit_rl.data.record_nethack import record_games
+from lit_rl.datasets import nld
 from lit_rl.experts.nethack_expert import NetHackExpert, make_env
 
 # Keys NLE presses itself: --More-- (space), declined prompts (ESC), quitting at the cap (M-q y).

@@ -18,8 +18,8 @@ from tensordict import TensorDict
 from tensordict.nn import TensorDictSequential
 from torchrl.collectors import Collector
 
-from lit_rl.datasets.nld import build_index
 from lit_rl.data.record_nethack import record_games
+from lit_rl.datasets.nld import build_index
 from lit_rl.retention import BehaviouralCloningReplay, RetentionContext, teacher_student_kl
 from lit_rl.retention.base import policy_logits, sequence_model
 from lit_rl.scenarios import NetHack
@@ -144,8 +144,8 @@ def test_dataset_states_carry_the_teachers_state_before_each_frame(dataset):
 def test_finetuning_reads_the_scenarios_dataset_when_it_has_one(dataset, tmp_path):
     """With an index in ``data_dir`` the fine-tuning module's BC chunks and EWC states come from
     the recorded games (their frames carry ``valid``), not from π*'s rollouts."""
-    from lit_rl.training.finetune import PPOFineTuning
     from lit_rl.models.policy_io import save_policy
+    from lit_rl.training.finetune import PPOFineTuning
 
     scenario = NetHack(size="tiny", data_dir=str(dataset))
     policy = scenario.make_policy().modules()

@@ -13,6 +13,7 @@ from tensordict import TensorDict
 from torchrl.data import Categorical
 
 from lit_rl.models.policies import LogisticPolicyNet, make_actor
+from lit_rl.models.policy_io import save_policy
 from lit_rl.retention import (
     EWC,
     BehaviouralCloningReplay,
@@ -25,7 +26,6 @@ from lit_rl.retention import (
 from lit_rl.scenarios.apple import AppleRetrieval
 from lit_rl.scenarios.base import ActorCritic, TeacherLogits
 from lit_rl.training.finetune import PPOFineTuning
-from lit_rl.models.policy_io import save_policy
 
 WEIGHT = "module.0.module.linear.weight"
 BIAS = "module.0.module.linear.bias"
