@@ -137,6 +137,9 @@ class SACFineTuning(LightningModule):
             paper's) or ``scripted`` (the scenario's ``scripted_policy``, e.g. Meta-World's
             scripted experts with Gaussian noise of std ``warmup_noise``: a π* pre-training
             shortcut for small budgets, documented in docs/robotic.md).
+        warmup_bc_updates: with ``scripted`` warm-up, this many maximum-likelihood updates of the
+            actor on the warm-up transitions (− E log π_θ(a|s), batches of ``batch_size``) when the
+            warm-up ends, before SAC's own updates (π*'s actor starts from a clone of the experts).
         lr: Adam's learning rate for the actor, the critics and log α (paper: 1e-3).
         gamma, tau: discount; Polyak factor of the target critics.
         alpha_init: initial entropy coefficient (tuned automatically towards −|A|).
@@ -166,6 +169,7 @@ class SACFineTuning(LightningModule):
         learning_starts: NonNegativeInt = 1_000,
         warmup: Literal["random", "scripted"] = "random",
         warmup_noise: NonNegativeFloat = 0.3,
+        warmup_bc_updates: NonNegativeInt = 0,
         seed: int = 0,
         lr: PositiveFloat = 1e-3,
         gamma: ClosedUnitInterval = 0.99,
@@ -210,6 +214,7 @@ class SACFineTuning(LightningModule):
         self.register_buffer("env_frames", torch.tensor(0, dtype=torch.long))
         self.register_buffer("nonfinite_updates", torch.tensor(0, dtype=torch.long))
         self.register_buffer("next_loglik_at", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("warmup_cloned", torch.tensor(False))
         self._context: RetentionContext | None = None
         self._loglik_states: TensorDictBase | None = None
 
@@ -388,11 +393,26 @@ class SACFineTuning(LightningModule):
             method.on_env_frames(int(self.env_frames))
         self.buffer.extend(batch.reshape(-1).select(*TRANSITION_KEYS))
         terms: dict[str, list[torch.Tensor]] = {}
+        if hp.warmup_bc_updates and not bool(self.warmup_cloned) and int(self.env_frames) >= hp.start_steps:
+            self._clone_warmup(terms)
         if int(self.env_frames) >= hp.learning_starts and len(self.buffer) >= hp.batch_size:
             for _ in range(max(1, round(frames * hp.updates_per_frame))):
                 self._update(self.buffer.sample(), terms)
         self._log_step(batch, terms)
         self._maybe_loglik()
+
+    def _clone_warmup(self, terms: dict) -> None:
+        """Maximum-likelihood behavioural cloning of the warm-up transitions into the actor:
+        − E_{(s,a)∼buffer} log π_θ(a|s) under the tanh-Gaussian, one Adam step per batch."""
+        optimizer = self.optimizers()
+        for _ in range(self.hparams.warmup_bc_updates):
+            sample = self.buffer.sample()
+            loss = -_loglik(self.policy["actor"], sample).mean()
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            terms.setdefault("loss_warmup_bc", []).append(loss.detach())
+        self.warmup_cloned.fill_(True)
 
     def _update(self, sample: TensorDictBase, terms: dict) -> None:
         out = self.sac_loss(sample)
@@ -479,14 +499,19 @@ class _Switch(TensorDictModuleBase):
         return self.then(td)
 
 
-@torch.no_grad()
-def push_wall_loglik(actor, transitions: TensorDictBase) -> torch.Tensor:
+def _loglik(actor, transitions: TensorDictBase) -> torch.Tensor:
     """log π_θ(a|s) of every stored (s, a) under ``actor``'s tanh-Gaussian (actions pulled inside
-    (−1, 1) by 1e-6 so the inverse tanh stays finite)."""
+    (−1, 1) by 1e-6 so the inverse tanh stays finite); differentiable."""
     with set_exploration_type(ExplorationType.RANDOM):
         dist = actor.get_dist(transitions.select("observation", "stage").clone())
     action = transitions["action"].clamp(-1 + 1e-6, 1 - 1e-6)
     return dist.log_prob(action)
+
+
+@torch.no_grad()
+def push_wall_loglik(actor, transitions: TensorDictBase) -> torch.Tensor:
+    """log π_θ(a|s) of π*'s stored push-wall transitions under ``actor`` (no gradient)."""
+    return _loglik(actor, transitions)
 
 
 def exported_buffer_path(export_policy: str | Path) -> Path:
