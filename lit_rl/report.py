@@ -12,11 +12,18 @@ should not fall below on FAR). The table gives, per subspace, the final, lowest 
 the run as mean ± standard deviation over seeds: FAR's minimum and mean show forgetting that a
 final value hides (vanilla fine-tuning re-learns FAR late), and the mean CLOSE return is the
 ``transfer`` score, the area under the downstream curve.
+
+Where the runs have them, two more tables follow: the final value of the per-episode metrics a
+scenario reports beside the return (``success_rate``, NetHack's Sokoban ``pits_filled`` and
+``max_dlvl``), and where training went (from each run's ``metrics.csv``): the mean share of training
+frames in FAR and the share of ended training episodes that reached Dlvl ≥ k — the paper's evidence
+that fine-tuning rarely visits FAR (its Fig. 4 and §3 visitation figures).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import warnings
@@ -32,6 +39,8 @@ import numpy as np  # noqa: E402
 from callbacks.run_summary import TRANSFER_SUBSPACE, curve_stats, transfer  # noqa: E402
 
 STATS = ("final", "min", "mean")
+#: per-episode metrics reported beside the return, when a scenario's evaluation has them
+EPISODE_METRICS = ("success_rate", "pits_filled", "max_dlvl")
 
 
 def is_pretraining(summary: dict, run_name: str = "") -> bool:
@@ -61,8 +70,31 @@ def load_summaries(runs: Path) -> list[dict]:
             continue
         if summary.get("eval_history") and not is_pretraining(summary, path.parent.name):
             summary["run"] = path.parent.name
+            summary["visitation"] = training_visitation(path.parent / "metrics.csv")
             summaries.append(summary)
     return summaries
+
+
+def training_visitation(metrics_csv: Path) -> dict[str, float]:
+    """Where a run's training went: the mean share of training frames in FAR
+    (``train/visit/far``) and, for every ``train/visit/episodes_dlvl>=k`` column, the share of the
+    training episodes that ended in the run and reached Dlvl ≥ k (sums over the logged windows)."""
+    if not metrics_csv.is_file():
+        return {}
+    far, sums = [], defaultdict(float)
+    with metrics_csv.open() as handle:
+        for row in csv.DictReader(handle):
+            if row.get("train/visit/far"):
+                far.append(float(row["train/visit/far"]))
+            for key, value in row.items():
+                if key and key.startswith("train/visit/episodes") and value:
+                    sums[key.removeprefix("train/visit/")] += float(value)
+    shares = {"far_frames": float(np.mean(far))} if far else {}
+    episodes = sums.pop("episodes", 0.0)
+    for key, count in sorted(sums.items()):
+        if key.startswith("episodes_dlvl>=") and episodes > 0:
+            shares[key.removeprefix("episodes_")] = count / episodes
+    return shares
 
 
 def group_by_preset(summaries: list[dict]) -> dict[str, dict[str, list[dict]]]:
@@ -163,6 +195,44 @@ def table(preset: str, by_method: dict[str, list[dict]], subspaces: list[str]) -
     return "\n".join(lines)
 
 
+def episode_metrics_table(by_method: dict[str, list[dict]], subspaces: list[str]) -> str:
+    """Final per-episode metrics (success, pits filled, deepest level) per subspace, with π*'s."""
+    every_run = [r for runs in by_method.values() for r in runs]
+    latest = every_run[0]["eval_history"][-1]
+    columns = [(s, m) for s in subspaces for m in EPISODE_METRICS if m in latest.get(s, {})]
+    if not columns:
+        return ""
+    names = [f"{s}_{m}" for s, m in columns]
+    lines = ["| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    pretrained = [r["pretrained"] for r in every_run if r.get("pretrained")]
+    reference = [_cell(spread([p[s][m] for p in pretrained if m in p.get(s, {})]) if pretrained else None)
+                 for s, m in columns]  # fmt: skip
+    lines.append("| π* (not fine-tuned) | " + " | ".join(reference) + " |")
+    for method, runs in sorted(by_method.items()):
+        cells = [_cell(spread([r["eval_history"][-1][s][m] for r in runs])) for s, m in columns]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(["Final per-episode metrics (mean ± std over seeds):", "", *lines, ""])
+
+
+def visitation_table(by_method: dict[str, list[dict]]) -> str:
+    """Training visitation per method (mean ± std over seeds), when the runs logged it."""
+    keys = sorted({k for runs in by_method.values() for r in runs for k in r.get("visitation", {})})
+    if not keys:
+        return ""
+    lines = ["| method | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for method, runs in sorted(by_method.items()):
+        cells = []
+        for key in keys:
+            values = [r["visitation"][key] for r in runs if key in r.get("visitation", {})]
+            cells.append(_cell(spread([100 * v for v in values]) if values else None))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    note = (
+        "Where training went, in % (from metrics.csv): `far_frames` = mean share of training frames "
+        "in FAR; `dlvl>=k` = share of ended training episodes that reached Dlvl ≥ k."
+    )
+    return "\n".join([note, "", *lines, ""])
+
+
 def mean_curve(runs: list[dict], subspace: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Frames, mean, min and max over runs, on the evaluation frames of the shortest run."""
     curves = [curve(r, subspace) for r in runs]
@@ -205,6 +275,7 @@ def write_report(runs: Path, out: Path) -> Path:
         first = next(iter(by_method.values()))[0]
         subspaces = [k for k in first["eval_history"][0] if k != "env_steps"]
         sections.append(table(preset, by_method, subspaces))
+        sections += [episode_metrics_table(by_method, subspaces), visitation_table(by_method)]
         image = plot(preset, by_method, subspaces, out)
         sections += [f"![{preset}]({image.name})", ""]
     path = out / "report.md"

@@ -142,3 +142,21 @@ def test_report_groups_by_preset_averages_seeds_and_skips_pretraining(tmp_path):
     assert re.search(r"\|\s*30\.0\s*\|", pi_star) and "-80.0" in pi_star
     paper = text.split("## montezuma_paper\n")[1].split("\n## ")[0]
     assert "| 3000.0 |" in paper and "200.0" not in paper  # one seed: no spread shown
+
+
+def test_training_visitation_sums_episodes_over_windows(tmp_path):
+    """Episode shares are Σ episodes reaching Dlvl ≥ k / Σ ended episodes over all logged windows
+    (a window with no ended episode counts nothing), and the FAR frame share is the mean."""
+    from lit_rl.report import training_visitation
+
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text(
+        "step,train/visit/far,train/visit/episodes,train/visit/episodes_dlvl>=2,train/visit/episodes_dlvl>=4\n"
+        "1,0.1,4,2,0\n"
+        "2,0.3,0,0,0\n"
+        "3,,6,3,1\n"
+        "4,0.2,,,\n"
+    )
+    shares = training_visitation(metrics)
+    assert shares == {"far_frames": pytest.approx(0.2), "dlvl>=2": 0.5, "dlvl>=4": 0.1}
+    assert training_visitation(tmp_path / "missing.csv") == {}
