@@ -188,3 +188,52 @@ def collection_only(model, frames: int) -> float:
 
 if __name__ == "__main__":
     main()
+
+
+#: the synchronous trainer before issue 14, timed side by side with this tree
+OLD_TRAINER_COMMIT = "e177e27"
+CONFIGS = [  # (tree, method, collection): alternated so slow drifts in machine load hit both trees
+    ("old", "none", "sync"),
+    ("new", "none", "sync"),
+    ("new", "none", "async"),
+    ("old", "ks", "sync"),
+    ("new", "ks", "sync"),
+    ("new", "ks", "async"),
+]
+
+
+def old_tree(root: Path) -> Path:
+    """A git worktree of ``OLD_TRAINER_COMMIT`` under ``bench/.cache`` (made once)."""
+    import subprocess
+
+    tree = root / "bench" / ".cache" / f"trainer-{OLD_TRAINER_COMMIT}"
+    if not (tree / "lit_rl").is_dir():
+        tree.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), OLD_TRAINER_COMMIT],
+                       cwd=root, check=True, capture_output=True)  # fmt: skip
+    return tree
+
+
+def compare(frames: int = 8192, num_envs: int = 32, timeout: float = 900.0) -> dict:
+    """Every configuration of ``CONFIGS`` in its own process, one after the other, with the same
+    model, envs and frames; the new synchronous none run also times collection alone."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    trees = {"new": root, "old": old_tree(root)}
+    runs = {}
+    for tree, method, collection in CONFIGS:
+        name = f"{tree}/{method}/{collection}"
+        command = [sys.executable, str(Path(__file__).resolve()), "--tree", str(trees[tree]),
+                   "--method", method, "--collection", collection, "--frames", str(frames),
+                   "--num-envs", str(num_envs)]  # fmt: skip
+        if (tree, method, collection) == ("new", "none", "sync"):
+            command.append("--ceiling")
+        load = os.getloadavg()[0]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=root)
+        if done.returncode:
+            runs[name] = {"error": done.stderr[-2000:]}
+            continue
+        runs[name] = {**json.loads(done.stdout.strip().splitlines()[-1]), "load_average_before": load}
+    return {"frames": frames, "num_envs": num_envs, "old_commit": OLD_TRAINER_COMMIT, "runs": runs}

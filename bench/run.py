@@ -40,12 +40,21 @@ SETTINGS = {
         {"budget": 200_000, "pretrain_budget": 100_000, "ceiling_seconds": 1.0, "nethack_budget": 0},
     ),
     "memory": ({"batches": 200}, {"batches": 20}),
+    "training": ({"frames": 8192, "num_envs": 32}, {"frames": 4096, "num_envs": 32}),
     "robotic": (
         {"seconds": 12.0, "rounds": 4, "num_envs": 8},
         {"seconds": 4.0, "rounds": 2, "num_envs": 8},
     ),
 }
-TIMEOUT_S = {"nethack": 240, "montezuma": 300, "apple": 120, "finetune": 400, "memory": 600, "robotic": 480}
+TIMEOUT_S = {
+    "nethack": 240,
+    "montezuma": 300,
+    "apple": 120,
+    "finetune": 400,
+    "memory": 600,
+    "robotic": 480,
+    "training": 1500,
+}
 
 
 def section(name: str, settings: dict) -> dict:
@@ -66,6 +75,10 @@ def section(name: str, settings: dict) -> dict:
         from bench import finetune_throughput
 
         return finetune_throughput.run(**settings)
+    if name == "training":
+        from bench import nethack_training
+
+        return nethack_training.compare(settings["frames"], settings["num_envs"])
     if name == "memory":
         from bench import bc_memory
 
@@ -208,6 +221,9 @@ def rows(results: dict) -> list[dict]:
                 )
             )
             out.append(_row("Fine-tune NetHack KS updates/s", nk["updates_per_s"], "updates/s"))
+    tr = results.get("training", {}).get("result")
+    if tr:
+        out += training_rows(tr)
     mem = results.get("memory", {}).get("result")
     if mem:
         small, large = mem["small"], mem["large"]
@@ -238,6 +254,66 @@ def rows(results: dict) -> list[dict]:
             out.append(_row(f"RoboticSequence {label}, per CPU-second", value, "steps/CPU-s",
                             per_cpu[raw], "raw Meta-World loop"))  # fmt: skip
     return out
+
+
+def training_rows(tr: dict) -> list[dict]:
+    """NetHack training frames/s (issue 14): each configuration against the old synchronous
+    trainer with the same method, KS against none, and collection alone."""
+    runs, out = tr["runs"], []
+    rate = {name: run.get("frames_per_s") for name, run in runs.items()}
+    ceiling = runs.get("new/none/sync", {}).get("collection_only_frames_per_s")
+    for method in ("none", "ks"):
+        old = rate.get(f"old/{method}/sync")
+        for collection in ("sync", "async"):
+            new = rate.get(f"new/{method}/{collection}")
+            if new and old:
+                ratio = new / old
+                out.append(_row(f"NetHack training {method}, {collection} (tiny ScaledNet, "
+                                f"{tr['num_envs']} envs)", new, "frames/s", old,
+                                f"trainer at {tr['old_commit']}, same run",
+                                "≥ 2×" if method == "none" else None, ratio,
+                                ratio >= 2 if method == "none" else None))  # fmt: skip
+    for collection in ("sync", "async"):
+        none, ks = rate.get(f"new/none/{collection}"), rate.get(f"new/ks/{collection}")
+        if none and ks:
+            ratio = ks / none
+            out.append(_row(f"NetHack training KS vs none, {collection}", ks, "frames/s", none,
+                            "none, same run", "≥ 0.85×", ratio, ratio >= 0.85))  # fmt: skip
+    if ceiling:
+        for collection in ("sync", "async"):
+            new = rate.get(f"new/none/{collection}")
+            if new:
+                out.append(_row(f"NetHack training none, {collection}, against collection alone",
+                                new, "frames/s", ceiling, "Collector + policy, no learning"))  # fmt: skip
+    return out
+
+
+def training_split(tr: dict) -> list[str]:
+    """Per-configuration time split, passes per frame and policy lag (markdown lines)."""
+    lines = ["", f"## NetHack training, {tr['frames']:,} frames per run (tiny ScaledNet, encoders frozen)",
+             "", "| run | frames/s | learning s | env s | inference s | waiting s | passes/frame "
+             "| encoder/frame | policy lag (mean, max) | load before |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]  # fmt: skip
+    for name, run in tr["runs"].items():
+        if "error" in run:
+            lines.append(f"| {name} | failed | | | | | | | | |")
+            continue
+        split, lag = run["split_s"], run.get("policy_lag")
+        passes = run.get("passes_per_frame")
+        passes_text = "—" if passes is None else f"{passes:.2f}"
+        encoder_text = "—" if passes is None else f"{run['encoder_per_frame']:.2f}"
+        lag_text = "—" if lag is None else f"{lag['mean']:.2f}, {lag['max']:.2f}"
+        lines.append(
+            f"| {name} | {run['frames_per_s']:,.0f} | {split['learning']:.1f} | {split['env']:.1f} "
+            f"| {split['inference']:.1f} | {split['waiting']:.1f} | {passes_text} | {encoder_text} "
+            f"| {lag_text} | {run['load_average_before']:.1f} |"
+        )
+    lines += ["", "Learner-process time: learning = training_step; env / inference = env steps and "
+              "the collection policy in this process (0 when a collector process does them); "
+              "waiting = the rest of fetching a batch. Passes are counted in the learner process "
+              "(async: the collection pass runs in the collector process and is not counted; "
+              "add 1)."]  # fmt: skip
+    return lines
 
 
 def _fmt(value, unit: str = "") -> str:
@@ -304,6 +380,9 @@ def markdown(report: dict) -> str:
             "learning = training_step; evaluation = SubspaceEvaluation; setup = on_fit_start "
             "(EWC Fisher / teacher states); other = Lightning loop, logging, checkpoints.",
         ]
+    tr = report["sections"].get("training", {}).get("result")
+    if tr:
+        lines += training_split(tr)
     failed = {k: v for k, v in report["sections"].items() if not v["ok"]}
     if failed:
         lines += ["", "## Sections that did not finish", ""]

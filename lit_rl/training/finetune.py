@@ -224,7 +224,9 @@ class PPOFineTuning(LightningModule):
         self.register_buffer("simulator_restarts", torch.tensor(0, dtype=torch.long))
         self.policy_version = PolicyVersion()
         self.register_buffer("dropped_batches", torch.tensor(0, dtype=torch.long))
-        self._collector, self._collector_policy = None, None
+        # (collector, its policy) while one runs; a tuple, so the policy wrapper is not registered
+        # as a submodule (its weights are the policy's, and checkpoints must not list them twice)
+        self._running: tuple | None = None
         self._consecutive_nonfinite = 0
         self._context: RetentionContext | None = None
 
@@ -290,7 +292,7 @@ class PPOFineTuning(LightningModule):
         while handed_out < self.hparams.budget_frames:
             policy = self._collection_policy()
             collector = self._make_collector(self.hparams.budget_frames - handed_out, policy)
-            self._collector, self._collector_policy = collector, policy
+            self._running = (collector, policy)
             try:
                 for batch in collector:
                     if self._too_stale(batch):
@@ -306,7 +308,7 @@ class PPOFineTuning(LightningModule):
             except SIMULATOR_FAULTS as fault:
                 self._count_restart(fault)
             finally:
-                self._collector = self._collector_policy = None
+                self._running = None
                 collector.shutdown()
                 torch.set_num_threads(threads)
 
@@ -534,9 +536,10 @@ class PPOFineTuning(LightningModule):
             for minibatch in self.minibatches(batch):
                 self._update(minibatch, terms)
         self.policy_version.version += 1
-        if self._collector is not None and hp.collection == "async":
+        if self._running is not None and hp.collection == "async":
             # the workers start their next batch with these weights (the collector's weight sync)
-            self._collector.update_policy_weights_(self._collector_policy)
+            collector, policy = self._running
+            collector.update_policy_weights_(policy)
         self._log_step(batch, terms)
 
     def _lag(self, batch: TensorDictBase) -> tuple[float, float] | None:
