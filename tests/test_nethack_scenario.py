@@ -33,8 +33,7 @@ def dataset(tmp_path_factory) -> Path:
 def bc_module(data: Path, **overrides) -> BehaviouralCloning:
     settings = dict(batch_size=3, seq_length=32, lr=3e-3, export_policy=None, seed=0)
     settings.update(overrides)
-    return BehaviouralCloning(NetHack(size="tiny", data_dir=str(data)), data_dir=str(data),
-                              **settings)  # fmt: skip
+    return BehaviouralCloning(NetHack(size="tiny", data_dir=str(data)), **settings)
 
 
 def evaluate_bc(module: BehaviouralCloning, batches: int = 6) -> tuple[float, float]:
@@ -147,14 +146,15 @@ def bc_cli_error(capsys, *args: str) -> str:
 
 
 def test_missing_dataset_is_one_line(tmp_path, capsys):
-    err = bc_cli_error(capsys, "--model.data_dir", str(tmp_path / "nowhere"),
+    err = bc_cli_error(capsys, "--model.scenario.init_args.data_dir", str(tmp_path / "nowhere"),
                        "--run_dir", str(tmp_path / "run"))  # fmt: skip
     assert "make data ENV=nethack" in err
 
 
 def test_empty_selection_is_one_line(dataset, tmp_path, capsys):
-    err = bc_cli_error(capsys, "--model.data_dir", str(dataset), "--model.role", "wizard",
-                       "--model.dbfilename", str(tmp_path / "index.db"),
+    err = bc_cli_error(capsys, "--model.scenario.init_args.data_dir", str(dataset),
+                       "--model.scenario.init_args.role", "wizard",
+                       "--model.scenario.init_args.dataset_index", str(tmp_path / "index.db"),
                        "--run_dir", str(tmp_path / "run"))  # fmt: skip
     assert "no games" in err
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from nle import nethack
 
 from lit_rl.data.record_nethack import record_games
@@ -148,3 +149,31 @@ def test_truncated_recording_is_skipped_with_a_warning(recordings, tmp_path):
         frames = sum(int(b["valid"].sum()) for b in stream)
     assert frames >= games[1]["steps"]  # the intact game streams in full
     assert Path(victim).exists()
+
+
+def test_draw_games_is_a_seeded_subset_in_game_order():
+    """The paper's random draw of games: the same seed gives the same games, another seed others,
+    and asking for more games than there are keeps them all."""
+    games = list(range(100, 200))
+    first = nld.draw_games(games, 10, seed=0)
+    assert first == nld.draw_games(games, 10, seed=0) == sorted(first) and len(set(first)) == 10
+    assert set(first) <= set(games) and first != nld.draw_games(games, 10, seed=1)
+    assert nld.draw_games(games, None, seed=0) == games == nld.draw_games(games, 500, seed=0)
+
+
+def test_bc_pretraining_and_replay_read_the_same_selection(recordings):
+    """One selection (the scenario's character filter and seeded draw) feeds BC pre-training and
+    BC/EWC replay: both stream exactly ``dataset_gameids``."""
+    from lit_rl.scenarios.nethack import NetHack
+
+    recordings, db, _ = recordings
+    scenario = NetHack(
+        data_dir=str(recordings), dataset_index=str(db), dataset_name="expert", dataset_games=1
+    )
+    (chosen,) = scenario.dataset_gameids()
+    chunk = next(iter(nld.NLDSequences(db, "expert", batch_size=1, seq_length=8, gameids=[chosen])))
+    replay = next(scenario.pretraining_sequences(1, 8, seed=0))
+    assert torch.equal(replay["tty_chars"], chunk["tty_chars"])
+    wizards = NetHack(data_dir=str(recordings), dataset_index=str(db), dataset_name="expert", role="wiz")
+    with pytest.raises(ValueError, match="no games"):
+        wizards.dataset_gameids()

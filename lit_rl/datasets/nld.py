@@ -4,15 +4,20 @@ Recordings in NLE's own layout (NLD-AA, which NLE recorded while AutoAscend play
 recorded here) or in the alt.org layout (NLD-NAO) are indexed in nle's sqlite database,
 selected by character with SQL, and streamed as [B, T] sequence batches of terminal frames with the
 action taken at each frame, for behavioural-cloning pre-training and BC replay. Nothing is loaded
-into memory beyond the batch being filled.
+into memory beyond the batch being filled. Indexing from the command line (NLD-AA for the paper
+preset; `make nethack-pretrain` indexes the project's own recordings itself):
+
+    python -m lit_rl.datasets.nld data/nld-aa --index data/nld-aa/index.db --name nld-aa
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,6 +171,15 @@ def select_gameids(
     return gameids
 
 
+def draw_games(gameids: list[int], count: int | None, seed: int) -> list[int]:
+    """A seeded random subset of ``count`` games (all of them when ``count`` is None or larger),
+    in game-id order: the paper drew its ≈8000 Human Monk games from NLD-AA at random."""
+    if count is None or count >= len(gameids):
+        return list(gameids)
+    order = torch.randperm(len(gameids), generator=torch.Generator().manual_seed(seed))[:count]
+    return sorted(gameids[i] for i in order.tolist())
+
+
 class NLDSequences(torch.utils.data.IterableDataset):
     """Streams [B, T] TensorDicts of consecutive frames from indexed recordings.
 
@@ -316,3 +330,23 @@ def policy_chunks(stream: Iterator[TensorDict]) -> Iterator[TensorDict]:
         for old, new in renames.items():
             chunk.rename_key_(old, new)
         yield chunk
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Index a folder of recordings (the index BC pre-training, BC replay and EWC read)."""
+    parser = argparse.ArgumentParser(prog="python -m lit_rl.datasets.nld", description=main.__doc__)
+    parser.add_argument("data_dir", help="recordings: NLD-AA or `make data` (nle layout), NLD-NAO (altorg)")
+    parser.add_argument("--index", required=True, help="sqlite index to write (scenario dataset_index)")
+    parser.add_argument("--name", default="nethack-expert", help="dataset name (scenario dataset_name)")
+    parser.add_argument("--layout", choices=("nle", "altorg"), default="nle")
+    args = parser.parse_args(argv)
+    try:
+        games = build_index(args.data_dir, args.index, args.name, layout=args.layout)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"nld: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"indexed {games} games of {args.name!r} in {args.index}")
+
+
+if __name__ == "__main__":
+    main()

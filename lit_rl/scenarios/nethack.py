@@ -16,11 +16,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
+from jsonargparse.typing import PositiveInt
 from tensordict import TensorDictBase
 from torchrl.envs import Compose, EnvBase, InitTracker, TransformedEnv
 from torchrl.modules import ProbabilisticActor
 
-from lit_rl.datasets.nld import NLDSequences, policy_chunks
+from lit_rl.datasets.nld import NLDSequences, draw_games, policy_chunks, select_gameids
 from lit_rl.envs.nethack import SOKOBAN_DNUM, NetHackBatchEnv, StartState, load_start_states
 from lit_rl.models.nethack_policy import (
     TEACHER_STATE_KEYS,
@@ -89,7 +90,14 @@ class NetHack(Scenario):
         freeze_encoders: keep ScaledNet's encoders (embeddings, line/map/crop CNNs, FC) fixed, as
             the paper's fine-tuning did; the LSTM and heads train.
         far_visit_dlvl: frames at Dlvl >= this count as FAR visits (default ``far_dlvl``).
-        dataset_name: the recordings in ``data_dir/index.db`` that BC replay and EWC read.
+        dataset_name: the recordings in the dataset index that BC pre-training, BC replay and
+            EWC read.
+        dataset_index: that index (default ``data_dir/index.db``, built by BC pre-training).
+        role, race, align: the character the dataset is filtered to (SQL on the index; the paper's
+            Human Monk: ``mon``, ``hum``, ``neu``; ``null`` keeps every value).
+        dataset_games: how many of the matching games to use, drawn at random with
+            ``dataset_seed`` (the paper: 8000 Human Monk games of NLD-AA); ``null`` uses all. The
+            one selection (``dataset_gameids``) feeds BC pre-training and BC/EWC replay alike.
     """
 
     name = "nethack"
@@ -108,6 +116,12 @@ class NetHack(Scenario):
         freeze_encoders: bool = True,
         far_visit_dlvl: int | None = None,
         dataset_name: str = "nethack-expert",
+        dataset_index: str | None = None,
+        role: str | None = "mon",
+        race: str | None = "hum",
+        align: str | None = "neu",
+        dataset_games: PositiveInt | None = None,
+        dataset_seed: int = 0,
     ):
         if size not in SIZES:
             raise ValueError(f"unknown ScaledNet size {size!r}: choose one of {sorted(SIZES)}")
@@ -132,6 +146,9 @@ class NetHack(Scenario):
         self.freeze_encoders = freeze_encoders
         self.far_visit_dlvl = far_visit_dlvl or far_dlvl
         self.dataset_name = dataset_name
+        self.dataset_index = dataset_index or str(Path(data_dir) / "index.db")
+        self.character = {"role": role, "race": race, "align": align}
+        self.dataset_games, self.dataset_seed = dataset_games, dataset_seed
         self._start_states: dict[str, list[StartState]] = {}
 
     def start_states(self, subspace: str = "far") -> list[StartState]:
@@ -216,14 +233,20 @@ class NetHack(Scenario):
     def pretraining_sequences(
         self, rows: int, seq_length: int, seed: int, rank: int = 0, world_size: int = 1
     ) -> Iterator[TensorDictBase] | None:
-        """The recorded games of ``dataset_name`` in ``data_dir``'s index (built by pre-training,
-        ``make nethack-pretrain``), streamed from disk; ``None`` when there is no index."""
-        index = Path(self.data_dir) / "index.db"
-        if not index.is_file():
+        """The selected recorded games (``dataset_gameids``: the games π* was cloned from) streamed
+        from disk; ``None`` when there is no index (built by ``make nethack-pretrain``)."""
+        if not Path(self.dataset_index).is_file():
             return None
-        stream = NLDSequences(index, self.dataset_name, batch_size=rows, seq_length=seq_length,
-                              loop_forever=True, rank=rank, world_size=world_size, seed=seed)  # fmt: skip
+        stream = NLDSequences(self.dataset_index, self.dataset_name, batch_size=rows, seq_length=seq_length,
+                              gameids=self.dataset_gameids(), loop_forever=True, rank=rank,
+                              world_size=world_size, seed=seed)  # fmt: skip
         return policy_chunks(iter(stream))
+
+    def dataset_gameids(self) -> list[int]:
+        """The one dataset selection: games of ``dataset_name`` with the configured character,
+        ``dataset_games`` of them drawn with ``dataset_seed``."""
+        matching = select_gameids(self.dataset_index, self.dataset_name, **self.character)
+        return draw_games(matching, self.dataset_games, self.dataset_seed)
 
     def describe(self) -> dict:
         # the computation version makes exports of an older ScaledNet computation fail in one line

@@ -31,7 +31,7 @@ from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives.value import GAE
 
-from lit_rl.datasets.nld import NLDSequences, build_index, policy_chunks, select_gameids
+from lit_rl.datasets.nld import NLDSequences, build_index, policy_chunks
 from lit_rl.models.policy_io import save_policy
 from lit_rl.retention.distillation import CarriedSequence, sequence_cross_entropy
 from lit_rl.scenarios.nethack import NetHack
@@ -41,12 +41,11 @@ class BehaviouralCloning(LightningModule):
     """Behavioural cloning of a recorded NetHack dataset into the scenario's ScaledNet.
 
     Args:
-        scenario: the NetHack scenario (its ScaledNet size and ``describe()`` go into the export).
-        data_dir: recordings in NLE's layout (``make data ENV=nethack`` writes them).
-        dbfilename: sqlite index of the recordings (default ``<data_dir>/index.db``, built if
-            missing; ``refresh_index`` rebuilds it after recording more games).
-        dataset_name: name of the recordings inside the index.
-        role, race, align: character filter (SQL on the index), the paper's Human Monk.
+        scenario: the NetHack scenario: its ScaledNet size and ``describe()`` go into the export,
+            and its dataset selection (``data_dir``, ``dataset_index``, ``dataset_name``, the
+            character, ``dataset_games``) is the data cloned here — the same games BC replay and
+            EWC read during fine-tuning.
+        refresh_index: rebuild the dataset index (built when missing) after recording more games.
         batch_size, seq_length: rows and steps of one [B, T] chunk.
         lr, max_grad_norm: Adam settings.
         critic_warmup_frames: env frames of value-head-only training after cloning (0: none).
@@ -58,12 +57,6 @@ class BehaviouralCloning(LightningModule):
     def __init__(
         self,
         scenario: NetHack,
-        data_dir: str = "data/nethack",
-        dbfilename: str | None = None,
-        dataset_name: str = "nethack-expert",
-        role: str | None = "mon",
-        race: str | None = "hum",
-        align: str | None = "neu",
         refresh_index: bool = False,
         batch_size: int = 16,
         seq_length: int = 32,
@@ -82,25 +75,25 @@ class BehaviouralCloning(LightningModule):
         self.policy["critic"].step.freeze_batchnorm = False  # BatchNorm learns its statistics here
         self.policy.train()
         self.net = self.policy["actor"].module[0].net
-        self.dbfilename = dbfilename or str(Path(data_dir) / "index.db")
         self.replay = CarriedSequence()
 
     # --- data -----------------------------------------------------------------------------------
     def train_dataloader(self):
-        hp = self.hparams
-        if not Path(hp.data_dir).is_dir():
+        hp, scenario = self.hparams, self.scenario
+        if not Path(scenario.data_dir).is_dir():
             raise FileNotFoundError(
-                f"NetHack dataset {hp.data_dir} not found: run `make data ENV=nethack` first"
+                f"NetHack dataset {scenario.data_dir} not found: run `make data ENV=nethack` first"
             )
-        build_index(hp.data_dir, self.dbfilename, hp.dataset_name, refresh=hp.refresh_index)
-        gameids = select_gameids(self.dbfilename, hp.dataset_name, hp.role, hp.race, hp.align)
+        build_index(
+            scenario.data_dir, scenario.dataset_index, scenario.dataset_name, refresh=hp.refresh_index
+        )
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
         stream = NLDSequences(
-            self.dbfilename,
-            hp.dataset_name,
+            scenario.dataset_index,
+            scenario.dataset_name,
             batch_size=hp.batch_size,
             seq_length=hp.seq_length,
-            gameids=gameids,
+            gameids=scenario.dataset_gameids(),
             loop_forever=True,
             rank=rank,
             world_size=world,
