@@ -138,8 +138,8 @@ def pretrain_apple(workdir: Path, budget: int, log: Path) -> Path:
 
 def collection_ceiling(policy: Path, seconds: float, num_envs: int = 64, rollout: int = 100) -> float:
     """Frames/s of the fine-tuning collector alone: same envs, same actor, no learning."""
-    from lit_rl.scenarios import AppleRetrieval
     from lit_rl.models.policy_io import load_policy
+    from lit_rl.scenarios import AppleRetrieval
 
     torch.set_num_threads(1)
     scenario = AppleRetrieval(length=30, scale=0.1, policy="logistic")
