@@ -238,8 +238,9 @@ def main(args: list[str] | None = None) -> None:
         print(f"lit-rl: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
     if cli.subcommand == "fit" and cli.trainer.is_global_zero:
-        run_dir = cli.config.fit.run_dir
-        print(f"results: {run_dir}/summary.json  (compare runs: make report)")
+        summary = Path(cli.config.fit.run_dir) / "summary.json"
+        where = summary if summary.is_file() else summary.parent  # BC pre-training writes no summary
+        print(f"results: {where}  (compare runs: make report)")
 
 
 if __name__ == "__main__":
