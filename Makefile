@@ -22,7 +22,10 @@ ENVS := $(sort $(basename $(notdir $(wildcard configs/env/*.yaml))))
 # A paper preset (`nethack_paper`) overlays its CPU preset (`nethack`): only what differs is in it.
 ENV_BASE = $(firstword $(subst _, ,$(ENV)))
 # The methods ENV offers: the generic ones plus its scenario's and its preset's own (configs/method/<env>/).
-METHODS = $(sort $(basename $(notdir $(wildcard configs/method/*.yaml configs/method/$(ENV_BASE)/*.yaml configs/method/$(ENV)/*.yaml))))
+# Off-policy scenarios (SAC) take only their own methods (and none): the generic ones are PPO's.
+OWN_METHODS_ONLY := robotic
+GENERIC_METHODS = $(if $(filter $(ENV_BASE),$(OWN_METHODS_ONLY)),configs/method/none.yaml,configs/method/*.yaml)
+METHODS = $(sort $(basename $(notdir $(wildcard $(GENERIC_METHODS) configs/method/$(ENV_BASE)/*.yaml configs/method/$(ENV)/*.yaml))))
 method_list := $(subst +, ,$(METHOD))
 bad_methods := $(filter-out $(METHODS),$(method_list))
 # A method's settings: the preset's own file, else its scenario's, else the generic one.
