@@ -78,6 +78,21 @@ class RetentionMethod(nn.Module):
         """React to training progress measured in environment frames."""
 
 
+def attach_methods(methods: list[RetentionMethod], policy: ActorCritic, has_teacher: bool) -> nn.ModuleDict:
+    """The configured methods by name, each attached to the policy's parameter roles: the rule
+    every trainer applies (each method once; retention needs a π* to retain)."""
+    names = [method.name for method in methods]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model.retention lists a method twice ({names}): give each method once")
+    if methods and not has_teacher:
+        raise ValueError(
+            "retention methods need π*: set model.pretrained (or model.teacher to start from scratch)"
+        )
+    for method in methods:
+        method.attach(policy)
+    return nn.ModuleDict({method.name: method for method in methods})
+
+
 def buffer_name(param_name: str) -> str:
     """Module buffers may not contain dots; parameter names do."""
     return param_name.replace(".", "__")

@@ -43,6 +43,7 @@ from torchrl.objectives.value import GAE
 from lit_rl.evaluation import SubspaceEvaluator
 from lit_rl.models.policy_io import load_policy, save_policy
 from lit_rl.retention import RetentionContext, RetentionMethod
+from lit_rl.retention.base import attach_methods
 from lit_rl.scenarios.base import Scenario
 from lit_rl.training.ppo_loss import entropy_coef_in_use, make_ppo_loss, shared_trunk_critic
 from lit_rl.training.pretraining_data import DatasetStates, RolloutSequences, TeacherRolloutStates
@@ -200,7 +201,7 @@ class PPOFineTuning(LightningModule):
         if pretrained is not None:
             load_policy(pretrained, self.policy, scenario.describe())
         self.teacher = self._teacher_actor(teacher)
-        self.retention = self._attach_retention(retention or [], teacher or pretrained)
+        self.retention = attach_methods(retention or [], self.policy, (teacher or pretrained) is not None)
         self.evaluator = SubspaceEvaluator(eval_episodes, eval_seed, eval_deterministic)
         self.ppo_loss = make_ppo_loss(
             self.policy["actor"],
@@ -241,19 +242,6 @@ class PPOFineTuning(LightningModule):
             if hasattr(module, "carries_outputs"):
                 module.carries_outputs = False
         return teacher
-
-    def _attach_retention(self, methods: list[RetentionMethod], teacher: str | None) -> torch.nn.ModuleDict:
-        """The configured methods by name, each bound to the policy's parameter roles."""
-        names = [method.name for method in methods]
-        if len(set(names)) != len(names):
-            raise ValueError(f"model.retention lists a method twice ({names}): give each method once")
-        if methods and teacher is None:
-            raise ValueError(
-                "retention methods need π*: set model.pretrained (or model.teacher to start from scratch)"
-            )
-        for method in methods:
-            method.attach(self.policy)
-        return torch.nn.ModuleDict({method.name: method for method in methods})
 
     @property
     def entropy_coef(self) -> float:

@@ -60,6 +60,7 @@ from torchrl.objectives import SACLoss, SoftUpdate
 from lit_rl.evaluation import SubspaceEvaluator
 from lit_rl.models.policy_io import atomic_torch_save, load_policy, save_policy
 from lit_rl.retention import RetentionContext, RetentionMethod
+from lit_rl.retention.base import attach_methods
 from lit_rl.scenarios.base import Scenario
 from lit_rl.training.run_identity import methods_label
 
@@ -208,7 +209,7 @@ class SACFineTuning(LightningModule):
         if pretrained is not None:
             load_policy(pretrained, self.exported, scenario.describe())
         self.teacher = self._teacher_actor(teacher)
-        self.retention = self._attach_retention(retention or [], teacher or pretrained)
+        self.retention = attach_methods(retention or [], self.policy, (teacher or pretrained) is not None)
         self.evaluator = SubspaceEvaluator(eval_episodes, eval_seed, eval_deterministic)
         self.buffer = self._make_buffer()
         self.register_buffer("env_frames", torch.tensor(0, dtype=torch.long))
@@ -224,16 +225,6 @@ class SACFineTuning(LightningModule):
             policy = copy.deepcopy(self.exported)
             load_policy(path, policy, self.scenario.describe())
         return copy.deepcopy(policy["actor"]).requires_grad_(False)
-
-    def _attach_retention(self, methods: list[RetentionMethod], teacher: str | None) -> nn.ModuleDict:
-        names = [method.name for method in methods]
-        if len(set(names)) != len(names):
-            raise ValueError(f"model.retention lists a method twice ({names}): give each method once")
-        if methods and teacher is None:
-            raise ValueError("retention methods need π*: set model.pretrained")
-        for method in methods:
-            method.attach(self.policy)
-        return nn.ModuleDict({method.name: method for method in methods})
 
     def _make_buffer(self) -> TensorDictReplayBuffer:
         return TensorDictReplayBuffer(
