@@ -4,6 +4,8 @@ terms, episodic memory across a checkpoint round trip, and the real ``lit-rl fit
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -242,3 +244,38 @@ def test_sac_fit_end_to_end_pretrain_finetune_resume(tmp_path):
     for key in ("observation", "action"):
         torch.testing.assert_close(final["transitions"][key][:160], buffer["transitions"][key])
     assert json.loads((resumed / "summary.json").read_text())["env_steps"] == 200
+
+
+def test_two_process_ddp_sac_run_ends_with_identical_weights(tmp_path):
+    """DDP over gloo, two ranks, each with its own collector and replay buffer (π*'s memory in
+    both): the gradients of every update are averaged, so the actor, the twin critics, their
+    targets and log α end equal on both ranks and differ from π*'s."""
+    torch.set_num_threads(1)
+    policy = tmp_path / "pi.pt"
+    main(["fit", *ROBOTIC, "--config", str(ROOT / "configs/pretrain/robotic.yaml"), *TRAINER, *tiny(tmp_path),
+          "--model.budget_frames", "200", "--model.start_steps", "200", "--model.learning_starts", "200",
+          "--model.export_policy", str(policy), "--run_dir", str(tmp_path / "pre")])  # fmt: skip
+    probe = tmp_path / "probe.yaml"
+    probe.write_text("trainer:\n  callbacks+:\n    - class_path: tests.ddp_probe.SaveRankWeights\n")
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "lit_rl.cli", "fit", *ROBOTIC,
+           "--config", str(ROOT / "configs/method/robotic/bc.yaml"),
+           "--config", str(ROOT / "configs/method/robotic/em.yaml"),
+           "--model.retention.init_args.memory_size", "60", *TRAINER,
+           "--config", str(ROOT / "configs/trainer/ddp.yaml"), "--config", str(probe), *tiny(tmp_path),
+           "--model.pretrained", str(policy), "--model.budget_frames", "200",
+           "--model.updates_per_frame", "0.2", "--run_dir", str(run)]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(run / f"rank{r}.pt") for r in (0, 1)]
+    assert ranks[0]["frames"] == ranks[1]["frames"] == 200
+    trained = [n for n in ranks[0]["module"] if n.startswith(("policy.actor.", "sac_loss."))]
+    assert any(n.startswith("sac_loss.qvalue_network_params") for n in trained)
+    for name in trained:
+        assert torch.equal(ranks[0]["module"][name], ranks[1]["module"][name]), name
+    start = torch.load(policy, weights_only=True)["state_dict"]
+    actor = {
+        n.removeprefix("policy."): v for n, v in ranks[0]["module"].items() if n.startswith("policy.actor.")
+    }
+    assert any(not torch.equal(v, start[n]) for n, v in actor.items() if n in start), "the actor did not move"
+    assert json.loads((run / "summary.json").read_text())["env_steps"] == 200

@@ -202,6 +202,9 @@ class SACFineTuning(LightningModule):
             delay_qvalue=True,
         )
         self.sac_loss.make_value_estimator(gamma=gamma)
+        # SACLoss trains its own stacked copies of the critic (``qvalue_network_params``); the module
+        # it copied them from enters no loss. Frozen, so DDP's reducer does not wait for its gradients.
+        self.policy["critic"].requires_grad_(False)
         _ = self.sac_loss.target_entropy  # registers its lazy buffer, so exports always hold it
         self.target_update = SoftUpdate(self.sac_loss, tau=tau)
         #: what an export (π*) holds and a fine-tuning run loads: actor, critics, targets, log α
