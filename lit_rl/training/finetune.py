@@ -48,6 +48,7 @@ from lit_rl.scenarios.base import Scenario
 from lit_rl.training.ppo_loss import entropy_coef_in_use, make_ppo_loss, shared_trunk_critic
 from lit_rl.training.pretraining_data import DatasetStates, RolloutSequences, TeacherRolloutStates
 from lit_rl.training.run_identity import methods_label
+from lit_rl.training.vtrace import BehaviourVTrace
 
 #: state-dict prefix of the return normaliser (present only with ``normalize_returns``)
 VALUE_NORM_PREFIX = "ppo_loss.value_norm."
@@ -124,6 +125,15 @@ class PPOFineTuning(LightningModule):
         optimizer: ``adam`` or ``sgd``.
         weight_decay: the optimiser's L2 weight decay (paper's NetHack table: 1e-4).
         gamma, gae_lambda: discount and GAE λ (TorchRL's ``GAE``).
+        advantage: ``gae`` (TorchRL's GAE on the values stored at collection) or ``vtrace``
+            (IMPALA's V-trace, ``lit_rl.training.vtrace``: targets and advantages corrected by the
+            truncated importance weights π/μ of the stored behaviour log-probabilities μ). PPO's
+            clipped ratio already keeps the *policy* update sound under lag; V-trace also corrects
+            the *critic's* targets and the advantages, whose n-step returns GAE takes as if the
+            current policy had acted. Use it with ``collection: async`` when the lag is large
+            (several workers, a high ``max_policy_lag``); with no lag it equals GAE with λ = 1,
+            and it costs one more actor replay per batch. It has no λ: ``gae_lambda`` must be 1.
+        vtrace_rho_bar, vtrace_c_bar: V-trace's truncation levels ρ̄ and c̄ (IMPALA: 1 and 1).
         clip_epsilon, critic_coef, entropy_coef: TorchRL ``ClipPPOLoss`` settings.
         value_clip: clip radius of the value prediction around its collected value (paper's APPO:
             1.0); ``None`` for an unclipped critic loss.
@@ -166,6 +176,9 @@ class PPOFineTuning(LightningModule):
         weight_decay: NonNegativeFloat = 0.0,
         gamma: ClosedUnitInterval = 1.0,
         gae_lambda: ClosedUnitInterval = 1.0,
+        advantage: Literal["gae", "vtrace"] = "gae",
+        vtrace_rho_bar: PositiveFloat = 1.0,
+        vtrace_c_bar: PositiveFloat = 1.0,
         clip_epsilon: PositiveFloat = 0.2,
         value_clip: PositiveFloat | None = None,
         normalize_returns: bool = False,
@@ -193,6 +206,18 @@ class PPOFineTuning(LightningModule):
             )
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"unknown optimizer {optimizer!r}: choose 'adam' or 'sgd'")
+        if advantage not in ("gae", "vtrace"):
+            raise ValueError(f"model.advantage={advantage!r} is unknown: choose 'gae' or 'vtrace'")
+        if advantage == "vtrace" and gae_lambda != 1:
+            raise ValueError(
+                f"model.advantage=vtrace has no λ (TorchRL's V-trace is the λ=1 estimator), but "
+                f"model.gae_lambda={gae_lambda}: set model.gae_lambda: 1.0 or use model.advantage: gae"
+            )
+        if advantage == "vtrace" and type(self).compute_advantage is not PPOFineTuning.compute_advantage:
+            raise ValueError(
+                f"model.advantage=vtrace is not available in {type(self).__name__}, whose advantages "
+                "are its own: use model.advantage: gae"
+            )
         scenario.check_start(train_start)
         self.save_hyperparameters(ignore=["retention"])
         self.automatic_optimization = False
@@ -220,6 +245,10 @@ class PPOFineTuning(LightningModule):
         self.stored_value_advantage = GAE(
             gamma=gamma, lmbda=gae_lambda, value_network=None, average_gae=False
         )
+        self.vtrace = BehaviourVTrace(
+            gamma, vtrace_rho_bar, vtrace_c_bar, self.ppo_loss.tensor_keys.sample_log_prob
+        )
+        self._vtrace_clipped: float | None = None
         self.register_buffer("env_frames", torch.tensor(0, dtype=torch.long))
         self.register_buffer("nonfinite_updates", torch.tensor(0, dtype=torch.long))
         self.register_buffer("simulator_restarts", torch.tensor(0, dtype=torch.long))
@@ -548,7 +577,14 @@ class PPOFineTuning(LightningModule):
         state, i.e. after each row's last step and after truncations (time limits), where the
         bootstrap needs the value of the state the episode was cut at. Terminal steps need none.
         Otherwise the critic re-runs on every frame and next frame, as TorchRL's GAE does.
+        With ``advantage: vtrace`` the same values feed V-trace instead (a collector that stored
+        no values gets them from the critic first).
         """
+        if self.hparams.get("advantage", "gae") == "vtrace":
+            if "state_value" not in batch.keys():
+                batch.set("state_value", self.policy["critic"](batch.copy())["state_value"])
+            self._vtrace_clipped = self.vtrace(batch, self.policy["actor"], self._next_values(batch))
+            return
         if "state_value" not in batch.keys():
             self.advantage(batch)
             return
@@ -630,6 +666,8 @@ class PPOFineTuning(LightningModule):
         metrics["train/simulator_restarts"] = float(self.simulator_restarts)
         if self.hparams.collection == "async":
             metrics["train/dropped_batches"] = float(self.dropped_batches)
+        if self._vtrace_clipped is not None:
+            metrics["train/vtrace_clipped"] = self._vtrace_clipped
         if getattr(self, "_policy_lag", None) is not None:
             metrics["time/policy_lag"], metrics["time/policy_lag_max"] = self._policy_lag
         distributed = self._trainer is not None and self.trainer.world_size > 1
