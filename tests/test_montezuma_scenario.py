@@ -211,7 +211,7 @@ def test_value_heads_reuse_the_actor_trunk_with_the_same_gradients(pool_file):
         entropy_bonus=False,
         critic_coeff=module.hparams.critic_coef,
         loss_critic_type="l2",
-        normalize_advantage=True,
+        normalize_advantage=module.ppo_loss.normalize_advantage,
     )
     full.set_keys(value="state_values")
     params = list(module.policy.parameters())

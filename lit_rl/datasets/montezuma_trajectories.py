@@ -15,8 +15,9 @@ KEYS = ("pixels", "action", "room", "x", "y", "keys", "episode", "step")
 META = "meta.json"
 
 
-def load_trajectory_buffer(path: str | Path) -> ReplayBuffer:
-    """The recorded frames as a uniformly sampled TorchRL replay buffer (kept in memory)."""
+def load_trajectory_buffer(path: str | Path, min_episodes: int = 0) -> ReplayBuffer:
+    """The recorded frames as a uniformly sampled TorchRL replay buffer (kept in memory); fewer
+    than `min_episodes` trajectories is an error (the paper's BC data has > 500)."""
     folder = Path(path) / FRAMES
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -24,6 +25,12 @@ def load_trajectory_buffer(path: str | Path) -> ReplayBuffer:
             f"(python -m lit_rl.data.montezuma_bc --out {path})"
         )
     data = TensorDict.load_memmap(folder).to_tensordict()
+    episodes = data["episode"].unique().numel()
+    if episodes < min_episodes:
+        raise ValueError(
+            f"{path} holds {episodes} trajectories but model.scenario.init_args.min_demonstrations "
+            f"is {min_episodes}: record more, or lower min_demonstrations"
+        )
     buffer = ReplayBuffer(storage=LazyTensorStorage(data.numel()))
     buffer.extend(data)
     return buffer

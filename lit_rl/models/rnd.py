@@ -16,12 +16,11 @@ checkpoints.
 from __future__ import annotations
 
 import torch
-from tensordict import TensorDictBase
 from torch import nn
 from torchrl.envs import EnvBase
 from torchrl.objectives.value.functional import generalized_advantage_estimate
 
-from lit_rl.models.atari_cnn import FEATURES, nature_trunk, orthogonal_init
+from lit_rl.models.atari_cnn import RND_FEATURES, nature_trunk, orthogonal_init
 
 EXT_COEF = 2.0
 INT_COEF = 1.0
@@ -74,7 +73,7 @@ class RND(nn.Module):
 
     def __init__(
         self,
-        feature_dim: int = FEATURES,
+        feature_dim: int = RND_FEATURES,
         update_proportion: float = UPDATE_PROPORTION,
         obs_clip: float = OBS_CLIP,
         gamma_int: float = GAMMA_INT,
@@ -154,10 +153,18 @@ class RND(nn.Module):
 
 
 @torch.no_grad()
-def warm_up_observation_stats(rnd: RND, env: EnvBase, steps: int = WARMUP_STEPS) -> None:
-    """Feed RND's observation normaliser `steps` steps of uniformly random actions (RND's start)."""
-    rollout: TensorDictBase = env.rollout(steps, break_when_any_done=False)
-    rnd.update_obs_stats(rollout.get(("next", "pixels")))
+def warm_up_observation_stats(rnd: RND, env: EnvBase, steps: int = WARMUP_STEPS, chunk: int = 128) -> None:
+    """Feed RND's observation normaliser `steps` steps of uniformly random actions per env (RND's
+    start), folding in the newest frames every `chunk` steps as jcwleo's train.py does (lines
+    134–147: one update per 128 steps × envs), so a long warm-up never holds all its frames."""
+    td = env.reset()
+    frames = []
+    for step in range(steps):
+        out, td = env.step_and_maybe_reset(env.rand_action(td))
+        frames.append(out.get(("next", "pixels"))[..., -1:, :, :])
+        if len(frames) == chunk or step == steps - 1:
+            rnd.update_obs_stats(torch.stack(frames))
+            frames = []
 
 
 def combined_advantage(

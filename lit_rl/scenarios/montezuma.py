@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from jsonargparse.typing import ClosedUnitInterval, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from tensordict import TensorDictBase
 from torchrl.data import Binary
 from torchrl.envs import EnvBase
@@ -53,6 +53,7 @@ class Montezuma(Scenario):
         sticky_prob: sticky-action probability (0.25 in the paper).
         pretraining_data: a π* trajectory folder (``make montezuma-bc-data``); when set, BC and
             EWC sample its states instead of fresh π* rollouts from the FAR pool.
+        min_demonstrations: fewest trajectories ``pretraining_data`` may hold (paper: > 500).
     """
 
     name = "montezuma"
@@ -65,12 +66,14 @@ class Montezuma(Scenario):
         max_episode_steps: PositiveInt = MAX_EPISODE_STEPS,
         sticky_prob: ClosedUnitInterval = 0.25,
         pretraining_data: str | None = None,
+        min_demonstrations: NonNegativeInt = 0,
     ):
         self.pool_path = pool
         self.far_room = far_room
         self.max_episode_steps = max_episode_steps
         self.sticky_prob = sticky_prob
         self.pretraining_data = pretraining_data
+        self.min_demonstrations = min_demonstrations
         self._pool: StartStatePool | None = None
 
     def far_pool(self) -> StartStatePool:
@@ -117,7 +120,7 @@ class Montezuma(Scenario):
     def pretraining_states(self, seed: int):
         if self.pretraining_data is None:
             return None
-        return load_trajectory_buffer(self.pretraining_data).sample
+        return load_trajectory_buffer(self.pretraining_data, self.min_demonstrations).sample
 
     def describe(self) -> dict:
-        return {"scenario": self.name, "policy": "nature_cnn_two_heads", "actions": 18}
+        return {"scenario": self.name, "policy": "rnd_cnn_448", "actions": 18}

@@ -6,6 +6,11 @@ Only the three hooks change; collection, retention terms, logging and the frame 
 - ``compute_advantage``: intrinsic reward = RND prediction error on the next frame, divided by the
   running std of discounted intrinsic returns; GAE per stream (extrinsic γ 0.999 episodic,
   intrinsic γ 0.99 non-episodic), A = 2·A_ext + 1·A_int (`lit_rl.models.rnd.combined_advantage`).
+  Both streams read the values the collection pass stored (the collection policy runs the value
+  heads on the features the actor just computed, as jcwleo's ``get_action`` returns policy and
+  both values from one forward); the critic runs only on the next states no stored value covers:
+  each row's last next-state and the true final state of every episode that ended in the row
+  (the intrinsic stream never ends, so it bootstraps from that state even after a game over).
 - the critic loss covers both value heads at once: the PPO loss sees the critic's two heads as one
   two-column value (``state_values``) against a two-column ``value_target`` (the l2 loss averages
   the two columns). When actor and critic share their trunk, the loss's critic is only the value
@@ -15,8 +20,13 @@ Only the three hooks change; collection, retention terms, logging and the frame 
 - ``extra_losses``: RND predictor loss on a random 25 % of the minibatch (update proportion).
 
 The observation normaliser is warmed up with ``obs_warmup_steps`` random-action steps of every
-training env before the first update (paper: 50); its statistics are buffers, so checkpoints carry
-them and a resumed run does not warm up again.
+training env before the first update; its statistics are buffers, so checkpoints carry them and a
+resumed run does not warm up again.
+
+Advantages are not normalised per minibatch (jcwleo's agents.py lines 119–127 use the raw
+advantages; its config.conf says ``UseNorm = False``), and Adam's ε is torch's default 1e-8
+(agents.py line 50 passes only the learning rate); both are settings (``normalize_advantage``,
+``adam_eps``) because the PPO trainer underneath normalises and uses ε = 1e-7.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from jsonargparse.typing import PositiveFloat
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
@@ -52,6 +63,8 @@ def rnd_path(policy_path: str | Path) -> Path:
 
 
 VALUE_PAIR = "state_values"
+#: the extrinsic and intrinsic values the actor-critic writes
+VALUE_KEYS = ("state_value", "state_value_int")
 TARGET_PAIR = "value_target"
 
 
@@ -69,6 +82,8 @@ class RNDFineTuning(PPOFineTuning):
         rnd_update_proportion: share of each minibatch the RND predictor trains on (0.25).
         obs_warmup_steps: random-action steps per env that seed the observation normaliser (50).
         clip_extrinsic_reward: clip game rewards to [-1, 1] as RND does (scores are 100s–1000s).
+        normalize_advantage: standardise advantages per minibatch (off in the paper's agent).
+        adam_eps: Adam's ε (the paper's agent: torch's default, 1e-8).
     """
 
     def __init__(
@@ -81,6 +96,8 @@ class RNDFineTuning(PPOFineTuning):
         rnd_update_proportion: float = UPDATE_PROPORTION,
         obs_warmup_steps: int = WARMUP_STEPS,
         clip_extrinsic_reward: bool = True,
+        normalize_advantage: bool = False,
+        adam_eps: PositiveFloat = 1e-8,
         **kwargs,
     ):
         super().__init__(scenario=scenario, **kwargs)
@@ -104,6 +121,7 @@ class RNDFineTuning(PPOFineTuning):
             entropy_coef=self.entropy_coef,
         )
         self.ppo_loss.set_keys(value=VALUE_PAIR, value_target=TARGET_PAIR)
+        self.ppo_loss.normalize_advantage = normalize_advantage
         if hp.pretrained is not None and rnd_path(hp.pretrained).is_file():
             self._load_pretrained_rnd(rnd_path(hp.pretrained))
 
@@ -141,6 +159,22 @@ class RNDFineTuning(PPOFineTuning):
         if self.hparams.export_policy and self.trainer.is_global_zero:
             save_policy(rnd_path(self.hparams.export_policy), self.rnd, self._rnd_description())
 
+    def configure_optimizers(self):
+        """The trainer's optimiser with RND's Adam ε (read by Adam from each group at every step)."""
+        configured = super().configure_optimizers()
+        optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+        if self.hparams.optimizer == "adam":
+            for group in optimizer.param_groups:
+                group["eps"] = self.hparams.adam_eps
+        return configured
+
+    def _collection_policy(self):
+        """The trainer's collection policy with the value heads right after the actor, so every
+        collected frame carries ``state_value`` and ``state_value_int`` from the same trunk pass."""
+        policy = super()._collection_policy()
+        heads = shared_trunk_critic(self.policy["actor"], self.policy["critic"])
+        return TensorDictSequential(policy.module[0], heads, *policy.module[1:])
+
     def parameter_groups(self) -> list[dict]:
         """The policy's groups plus the RND predictor's (the target network never trains)."""
         return [
@@ -154,9 +188,9 @@ class RNDFineTuning(PPOFineTuning):
         """Two-stream GAE on the [envs, time] batch; writes ``advantage``, the two-column
         ``value_target`` and ``reward_int`` (normalised intrinsic reward, for logging)."""
         hp = self.hparams
-        critic = self.policy["critic"]
-        values = critic(batch.select("pixels").clone(False))
-        next_values = critic(batch["next"].select("pixels").clone(False))
+        if VALUE_KEYS[1] not in batch.keys():  # frames from a policy that stored no values
+            batch.update(self.policy["critic"](batch.select("pixels").clone(False)).select(*VALUE_KEYS))
+        next_ext, next_int = self._next_value_pair(batch)
         next_pixels = batch["next", "pixels"]
         raw_int = self.rnd.intrinsic_reward(next_pixels)
         reward_int = self.rnd.normalise_intrinsic(raw_int, time_dim=1).unsqueeze(-1)
@@ -167,10 +201,10 @@ class RNDFineTuning(PPOFineTuning):
         advantage, target_ext, target_int = combined_advantage(
             reward_ext,
             reward_int,
-            values["state_value"],
-            next_values["state_value"],
-            values["state_value_int"],
-            next_values["state_value_int"],
+            batch["state_value"],
+            next_ext,
+            batch["state_value_int"],
+            next_int,
             batch["next", "done"],
             batch["next", "terminated"],
             gamma_ext=hp.gamma,
@@ -193,6 +227,23 @@ class RNDFineTuning(PPOFineTuning):
             on_step=True,
             batch_size=1,
         )
+
+    def _next_value_pair(self, batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+        """V_ext(s_{t+1}) and V_int(s_{t+1}) for every frame of an [envs, time] batch: the stored
+        values of the row's following frame, and the critic on the next states that frame is not
+        (each row's last step and every step that ended an episode, whose true final state the
+        env reports in ``next``; terminated ones too, since the intrinsic stream bootstraps
+        through game over)."""
+        needed = batch["next", "done"].reshape(batch.shape).clone()
+        needed[:, -1] = True
+        bootstrap = self.policy["critic"](batch["next"][needed].select("pixels").clone(False))
+        out = []
+        for key in VALUE_KEYS:
+            value = batch[key]
+            following = torch.cat([value[:, 1:], torch.zeros_like(value[:, :1])], dim=1)
+            following[needed] = bootstrap[key].to(value.dtype)
+            out.append(following)
+        return out[0], out[1]
 
     def extra_losses(self, minibatch: TensorDictBase) -> dict[str, torch.Tensor]:
         """RND predictor loss on the next frames (Burda et al. 2019, eq. for the predictor MSE)."""
