@@ -34,7 +34,7 @@ from jsonargparse.typing import (
     PositiveFloat,
     PositiveInt,
 )
-from lightning import LightningModule
+from lightning import Callback, LightningModule
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase, TensorDictSequential
 from torchrl.collectors import Collector
@@ -46,7 +46,12 @@ from lit_rl.retention import RetentionContext, RetentionMethod
 from lit_rl.retention.base import attach_methods
 from lit_rl.scenarios.base import Scenario
 from lit_rl.training.ppo_loss import entropy_coef_in_use, make_ppo_loss, shared_trunk_critic
-from lit_rl.training.pretraining_data import DatasetStates, RolloutSequences, TeacherRolloutStates
+from lit_rl.training.pretraining_data import (
+    DatasetStates,
+    Prefetched,
+    RolloutSequences,
+    TeacherRolloutStates,
+)
 from lit_rl.training.run_identity import methods_label
 from lit_rl.training.vtrace import BehaviourVTrace
 
@@ -89,6 +94,13 @@ class PolicyVersion(TensorDictModuleBase):
     def forward(self, td: TensorDictBase) -> TensorDictBase:
         td.set("policy_version", self.version.expand(td.shape).clone())
         return td
+
+
+class StreamCloser(Callback):
+    """Closes the trainer's read-ahead streams when an exception ends a fit."""
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        pl_module._close_streams()
 
 
 class PPOFineTuning(LightningModule):
@@ -482,18 +494,34 @@ class PPOFineTuning(LightningModule):
 
     def _pretraining_sequences(self, rows: int, seq_length: int) -> TensorDictBase:
         """The next chunk of pre-training sequences (recurrent BC replay): the scenario's dataset,
-        or π*'s stored rollouts when it has none."""
+        read ahead in a background thread so the learner does not wait for it to be decoded, or
+        π*'s stored rollouts (in memory) when it has none."""
         if not hasattr(self, "_sequence_source"):
             hp = self.hparams
             rank, world = self._rank()
             source = self.scenario.pretraining_sequences(rows, seq_length, hp.seed, rank, world)
-            if source is None:
+            if source is not None:
+                source = Prefetched(source, name="lit_rl-bc-dataset")
+            else:
                 source = RolloutSequences(
                     self.scenario, self.teacher, hp.pretraining_state_frames, rows, seq_length,
                     hp.seed + 1000 * rank,
                 )  # fmt: skip
             self._sequence_source = source
         return next(self._sequence_source).to(self.device)
+
+    def _close_streams(self) -> None:
+        """Stop the dataset's read-ahead thread: at the end of fit (``teardown``) or when an
+        exception leaves it (``StreamCloser``: Lightning calls no module hook then)."""
+        source = self.__dict__.pop("_sequence_source", None)
+        if isinstance(source, Prefetched):
+            source.close()
+
+    def teardown(self, stage: str) -> None:
+        self._close_streams()
+
+    def configure_callbacks(self) -> list[Callback]:
+        return [StreamCloser()]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Checkpoints from runs with another ``normalize_returns`` setting still load: the return

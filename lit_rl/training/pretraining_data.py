@@ -4,11 +4,14 @@ The paper's EWC and BC read the pre-training data. A scenario with a recorded da
 (``Scenario.pretraining_sequences``); otherwise π*'s own rollouts in the subspace it was trained on
 stand in for it. Flat states sit in a TorchRL replay buffer and are sampled uniformly; recurrent
 policies read consecutive sequence chunks instead, so LSTM states can be carried across them.
+A recorded dataset's chunks are read ahead in a background thread (``Prefetched``).
 """
 
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -91,3 +94,78 @@ class DatasetStates:
             total += flat.numel()
         pool = torch.cat(frames)
         return pool[torch.randperm(pool.numel(), generator=self.generator)[:n].sort().values.to(self.device)]
+
+
+class Prefetched:
+    """Iterates ``source`` in a background thread, up to ``depth`` items ahead of the consumer, so
+    BC replay's recorded-game chunks are decoded while the learner trains and ``next`` returns a
+    ready chunk. The items and their order are the source's own.
+
+    A thread, not a torch ``DataLoader`` worker process: the source is whatever iterator the
+    scenario hands out (NetHack: a generator over ``NLDSequences``, which cannot be pickled into a
+    worker), a thread shares the finished chunk with the learner without copying it through shared
+    memory, and the two overlap well enough in one process: the learner's time is in torch kernels,
+    which release the GIL, and part of a chunk's (nle's C++ bzip2/ttyrec converter) does too (a
+    pure-Python loop kept 66 % of its speed beside a decoding thread, load 5.6 on 2 cores). An error
+    in the source is raised by the consumer's next ``next``. ``close`` stops the thread (also when
+    it is blocked on a full queue); it is a daemon, so even an unclosed one never keeps the process
+    alive.
+    """
+
+    def __init__(self, source: Iterator, depth: int = 2, name: str = "lit_rl-prefetch"):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(iter(source),), name=name, daemon=True)
+        self._thread.start()
+
+    def _fill(self, source: Iterator) -> None:
+        try:
+            for item in source:
+                if not self._put((_ITEM, item)):
+                    return
+            self._put((_END, None))
+        except Exception as error:  # handed to the consumer, which raises it
+            self._put((_ERROR, error))
+
+    def _put(self, entry: tuple) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator:
+        return self
+
+    def __next__(self):
+        while True:
+            if self._stop.is_set():
+                raise RuntimeError("the prefetched stream was closed")
+            try:
+                kind, value = self._queue.get(timeout=_POLL_S)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():
+                    raise RuntimeError("the prefetch thread ended without a result") from None
+        if kind is _ERROR:
+            raise value
+        if kind is _END:
+            self._stop.set()
+            raise StopIteration
+        return value
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the thread and wait for it (it finishes the item it is reading first)."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+
+_ITEM, _END, _ERROR = object(), object(), object()
+#: how often a blocked prefetch thread or consumer checks for a stop
+_POLL_S = 0.05
