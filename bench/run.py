@@ -41,6 +41,10 @@ SETTINGS = {
     ),
     "memory": ({"batches": 200}, {"batches": 20}),
     "training": ({"frames": 8192, "num_envs": 32}, {"frames": 4096, "num_envs": 32}),
+    "montezuma_training": (
+        {"frames": 3072, "num_envs": 8, "raw_seconds": 8.0},
+        {"frames": 2048, "num_envs": 8, "raw_seconds": 3.0},
+    ),
     "robotic": (
         {"seconds": 12.0, "rounds": 4, "num_envs": 8},
         {"seconds": 4.0, "rounds": 2, "num_envs": 8},
@@ -54,6 +58,7 @@ TIMEOUT_S = {
     "memory": 600,
     "robotic": 480,
     "training": 1500,
+    "montezuma_training": 900,
 }
 
 
@@ -79,6 +84,10 @@ def section(name: str, settings: dict) -> dict:
         from bench import nethack_training
 
         return nethack_training.compare(settings["frames"], settings["num_envs"])
+    if name == "montezuma_training":
+        from bench import montezuma_training
+
+        return montezuma_training.run(**settings)
     if name == "memory":
         from bench import bc_memory
 
@@ -224,6 +233,14 @@ def rows(results: dict) -> list[dict]:
     tr = results.get("training", {}).get("result")
     if tr:
         out += training_rows(tr)
+    mt = results.get("montezuma_training", {}).get("result")
+    if mt:
+        for label, run in mt["runs"].items():
+            passes = run.get("trunk_passes_per_frame")
+            extra = "" if passes is None else f", {passes:.2f} trunk passes/frame"
+            out.append(_row(f"Montezuma PPO+RND training, {label} ({mt['num_envs']} envs{extra})",
+                            run["frames_per_s"], "frames/s", mt["raw_steps_per_s"],
+                            "ale-py AtariVectorEnv raw, same run"))  # fmt: skip
     mem = results.get("memory", {}).get("result")
     if mem:
         small, large = mem["small"], mem["large"]
