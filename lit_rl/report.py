@@ -41,6 +41,11 @@ from callbacks.run_summary import TRANSFER_SUBSPACE, curve_stats, transfer  # no
 STATS = ("final", "min", "mean")
 #: per-episode metrics reported beside the return, when a scenario's evaluation has them
 EPISODE_METRICS = ("success_rate", "pits_filled", "max_dlvl")
+#: reference policies' evaluations beside the runs (written by ``lit_rl.study``)
+REFERENCES = "references.json"
+#: the paper's figures at this scale: one file per subspace (Fig. 3a: CLOSE, Fig. 5: FAR)
+FIGURES = {"close": "Fig. 3a", "far": "Fig. 5"}
+VISIT_LEVELS = (2, 3, 4, 5)
 
 
 def is_pretraining(summary: dict, run_name: str = "") -> bool:
@@ -73,6 +78,14 @@ def load_summaries(runs: Path) -> list[dict]:
             summary["visitation"] = training_visitation(path.parent / "metrics.csv")
             summaries.append(summary)
     return summaries
+
+
+def load_references(runs: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """Policies evaluated beside the runs, e.g. ``make study``'s uniformly random policy:
+    ``runs/references.json`` = ``{name: {subspace: metrics}}`` from the same evaluator, episodes and
+    seed as the runs' own evaluations; ``{}`` when there is none."""
+    path = runs / REFERENCES
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def training_visitation(metrics_csv: Path) -> dict[str, float]:
@@ -166,7 +179,9 @@ def _cell(value) -> str:
     return str(value)
 
 
-def table(preset: str, by_method: dict[str, list[dict]], subspaces: list[str]) -> str:
+def table(
+    preset: str, by_method: dict[str, list[dict]], subspaces: list[str], references: dict | None = None
+) -> str:
     columns = columns_for(subspaces)
     lines = [f"## {preset}", "", "| method | " + " | ".join(columns) + " |"]
     lines.append("|---" * (len(columns) + 1) + "|")
@@ -179,6 +194,13 @@ def table(preset: str, by_method: dict[str, list[dict]], subspaces: list[str]) -
         "–" if flat[c] is None else f"{flat[c]:.1f}" for c in columns[2:]
     ]
     lines.append("| " + " | ".join(cells) + " |")
+    for name, values in (references or {}).items():
+        flat = {f"{s}_{stat}": values[s]["return_mean"] for s in subspaces if s in values for stat in STATS}
+        flat["transfer"] = values.get(TRANSFER_SUBSPACE, {}).get("return_mean")
+        ref_cells = [f"{name} policy", "", ""] + [
+            "–" if flat.get(c) is None else f"{flat[c]:.1f}" for c in columns[2:]
+        ]
+        lines.append("| " + " | ".join(ref_cells) + " |")
     for method, runs in sorted(by_method.items()):
         row = method_row(runs, subspaces)
         lines.append(f"| {method} | " + " | ".join(_cell(row[c]) for c in columns) + " |")
@@ -233,6 +255,48 @@ def visitation_table(by_method: dict[str, list[dict]]) -> str:
     return "\n".join([note, "", *lines, ""])
 
 
+def standard_error(metrics: dict) -> float:
+    """Standard error of one evaluation's mean return: its episodes' std / √episodes."""
+    return float(metrics.get("return_std", 0.0)) / max(1.0, float(metrics.get("episodes", 1))) ** 0.5
+
+
+def precision_table(by_method: dict[str, list[dict]], subspaces: list[str], references: dict) -> str:
+    """Final return per subspace with both kinds of spread: over seeds, and the evaluation's own
+    standard error (episodes' std / √episodes, mean over seeds), beside π*'s and the references'.
+    A gap between methods means something only where it is well above both."""
+    every_run = [r for runs in by_method.values() for r in runs]
+    pretrained = [r["pretrained"] for r in every_run if r.get("pretrained")]
+    names = [f"{s}_{part}" for s in subspaces for part in ("final", "eval_se", "vs_pi*")]
+    lines = ["| policy | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    star = {s: pretrained_reference(every_run, s) for s in subspaces}
+    for name, evaluations in [("π* (not fine-tuned)", pretrained[:1])] + [
+        (f"{n} policy", [v]) for n, v in references.items()
+    ]:
+        cells = []
+        for s in subspaces:
+            found = [e[s] for e in evaluations if s in e]
+            cells += (
+                [_cell((found[0]["return_mean"], None)), f"{standard_error(found[0]):.1f}", ""]
+                if found
+                else ["–"] * 3
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for method, runs in sorted(by_method.items()):
+        cells = []
+        for s in subspaces:
+            finals = [r["eval_history"][-1][s] for r in runs]
+            mean, std = spread([f["return_mean"] for f in finals])
+            se = float(np.mean([standard_error(f) for f in finals]))
+            gap = "–" if star[s] is None else f"{mean - star[s]:+.1f}"
+            cells += [_cell((mean, std)), f"{se:.1f}", gap]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    note = (
+        "Final evaluation: return mean ± std over seeds; `eval_se` = the evaluation's standard error "
+        "(std of the episodes' returns / √episodes, mean over seeds); `vs_pi*` = final − π*'s return."
+    )
+    return "\n".join([note, "", *lines, ""])
+
+
 def mean_curve(runs: list[dict], subspace: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Frames, mean, min and max over runs, on the evaluation frames of the shortest run."""
     curves = [curve(r, subspace) for r in runs]
@@ -258,8 +322,71 @@ def plot(preset: str, by_method: dict[str, list[dict]], subspaces: list[str], ou
         ax.set_ylabel("return")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8)
+    return save(fig, out / f"{preset}.png")
+
+
+def plot_subspace(
+    preset: str, by_method: dict[str, list[dict]], subspace: str, references: dict, out: Path
+) -> Path:
+    """One subspace's return over fine-tuning per method (the paper's Fig. 3a for CLOSE, Fig. 5 for
+    FAR): mean over seeds, the min–max band over seeds, the evaluations' mean standard error as error
+    bars, π* dashed and each reference policy dotted."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    every_run = [r for runs in by_method.values() for r in runs]
+    for method, runs in sorted(by_method.items()):
+        frames, mean, low, high = mean_curve(runs, subspace)
+        errors = [np.interp(frames, *_se_curve(r, subspace)) for r in runs]
+        (line,) = ax.plot(frames, mean, marker="o", markersize=3, label=f"{method} ({len(runs)} seeds)")
+        ax.errorbar(frames, mean, yerr=np.mean(errors, axis=0), fmt="none", color=line.get_color(), capsize=2)
+        if len(runs) > 1:
+            ax.fill_between(frames, low, high, alpha=0.15, color=line.get_color())
+    reference = pretrained_reference(every_run, subspace)
+    if reference is not None:
+        ax.axhline(reference, color="black", linestyle="--", linewidth=1, label="π* (before fine-tuning)")
+    for name, values in references.items():
+        if subspace in values:
+            ax.axhline(values[subspace]["return_mean"], color="grey", linestyle=":", label=f"{name} policy")
+    figure = FIGURES.get(subspace)
+    ax.set_title(
+        f"{preset}: {subspace.upper()} score during fine-tuning" + (f" (paper {figure})" if figure else "")
+    )
+    ax.set_xlabel("environment frames")
+    ax.set_ylabel("score gained per episode")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save(fig, out / f"{preset}_{subspace}.png")
+
+
+def _se_curve(summary: dict, subspace: str) -> tuple[np.ndarray, np.ndarray]:
+    history = [entry for entry in summary["eval_history"] if subspace in entry]
+    return (np.array([e["env_steps"] for e in history], dtype=float),
+            np.array([standard_error(e[subspace]) for e in history]))  # fmt: skip
+
+
+def plot_visitation(preset: str, by_method: dict[str, list[dict]], out: Path) -> Path | None:
+    """Where fine-tuning went (the paper's Fig. 4 at this scale): per method, the share of ended
+    training episodes that reached Dlvl ≥ k, mean and std over seeds. Near zero at the FAR depth
+    means fine-tuning hardly trains where FAR is evaluated."""
+    keys = [f"dlvl>={k}" for k in VISIT_LEVELS]
+    if not any(k in r.get("visitation", {}) for runs in by_method.values() for r in runs for k in keys):
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    width = 0.8 / max(1, len(by_method))
+    for i, (method, runs) in enumerate(sorted(by_method.items())):
+        shares = np.array([[100 * r.get("visitation", {}).get(k, 0.0) for k in keys] for r in runs])
+        error = shares.std(0, ddof=1) if len(runs) > 1 else None
+        ax.bar(np.arange(len(keys)) + i * width, shares.mean(0), width, yerr=error, capsize=2,
+               label=f"{method} ({len(runs)} seeds)")  # fmt: skip
+    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [f"Dlvl ≥ {k}" for k in VISIT_LEVELS])
+    ax.set_ylabel("% of ended training episodes")
+    ax.set_title(f"{preset}: deepest level of training episodes (paper Fig. 4)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    return save(fig, out / f"{preset}_visitation.png")
+
+
+def save(fig, path: Path) -> Path:
     fig.tight_layout()
-    path = out / f"{preset}.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -267,6 +394,7 @@ def plot(preset: str, by_method: dict[str, list[dict]], subspaces: list[str], ou
 
 def write_report(runs: Path, out: Path) -> Path:
     summaries = load_summaries(runs)
+    references = load_references(runs)
     if not summaries:
         raise FileNotFoundError(f"no fine-tuning summaries under {runs}/: run `make finetune METHOD=…` first")
     out.mkdir(parents=True, exist_ok=True)
@@ -274,10 +402,14 @@ def write_report(runs: Path, out: Path) -> Path:
     for preset, by_method in sorted(group_by_preset(summaries).items()):
         first = next(iter(by_method.values()))[0]
         subspaces = [k for k in first["eval_history"][0] if k != "env_steps"]
-        sections.append(table(preset, by_method, subspaces))
+        sections.append(table(preset, by_method, subspaces, references))
+        sections.append(precision_table(by_method, subspaces, references))
         sections += [episode_metrics_table(by_method, subspaces), visitation_table(by_method)]
         image = plot(preset, by_method, subspaces, out)
         sections += [f"![{preset}]({image.name})", ""]
+        figures = [plot_subspace(preset, by_method, s, references, out) for s in subspaces]
+        figures.append(plot_visitation(preset, by_method, out))
+        sections += [f"![{path.stem}]({path.name})" for path in figures if path is not None] + [""]
     path = out / "report.md"
     path.write_text("\n".join(sections))
     return path

@@ -1,0 +1,323 @@
+"""``make study ENV=nethack``: the NetHack forgetting study as one resumable command (issue 15).
+
+Stages, each skipped when its product is already there, so a stopped study continues where it
+stopped when the same command runs again:
+
+1. ``record``: the scripted expert plays ``record.games`` recorded games (BC π*'s data and BC / EWC
+   replay's) and then collects ``record.far_count`` replay-verified hand-over states at the preset's
+   ``far_dlvl`` (``lit_rl.data.record_nethack``). Done when ``<data>/study_record.json`` exists; an
+   interrupted recording is discarded and recorded again (NLE cannot append to a half-written game).
+2. ``pretrain``: π* by behavioural cloning of those games plus a critic-only warm-up
+   (``configs/pretrain/nethack.yaml``). Done when ``<root>/pretrained/<preset>.pt`` exists.
+3. ``reference``: a uniformly random policy through the same evaluator, episodes, seed and
+   subspaces as the runs (``<root>/runs/references.json``), the floor π* must clear on CLOSE and
+   FAR; π*'s own values are every run's frame-0 evaluation.
+4. ``finetune``: every method × seed with ``lit-rl fit`` (``jobs`` at a time) into
+   ``<root>/runs/<preset>-<method>-s<seed>``. A run whose ``summary.json`` says ``finished`` is
+   skipped; one with a checkpoint is resumed from it (``--ckpt_path last``); any other starts
+   afresh (a folder left by an attempt stopped before its first checkpoint is cleared first).
+   ``lit_rl.apple_figures.run_state`` is the one rule for telling these apart.
+5. ``report``: ``lit_rl.report`` over the study's runs → ``<root>/reports/`` (tables, the paper's
+   Figures 3a, 4 and 5 at this scale).
+
+Wall time per stage accumulates across attempts in ``<root>/study_times.json``.
+
+    python -m lit_rl.study --config configs/study/nethack.yaml [--config <overlay>.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from lit_rl import report
+from lit_rl.apple_figures import run_state
+from lit_rl.data.record_nethack import record_games, record_start_states
+from lit_rl.evaluation import SubspaceEvaluator, evaluate_episodes
+from lit_rl.scenarios.nethack import NetHack
+
+STAGES = ("record", "pretrain", "reference", "finetune", "report")
+METHOD_CONFIGS = Path("configs/method")
+
+
+def merge(base: dict, overlay: dict) -> dict:
+    """``overlay`` over ``base``, nested mappings merged key by key (lists replaced)."""
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = (
+            merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def load_config(paths: list[Path]) -> dict:
+    """The study settings: the first file overlaid by the next ones (presets hold what differs)."""
+    config: dict = {}
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"study config {path} not found: pass --config configs/study/nethack.yaml"
+            )
+        config = merge(config, yaml.safe_load(path.read_text()) or {})
+    for key in ("root", "preset", "record", "pretrain", "methods", "seeds"):
+        if key not in config:
+            raise ValueError(f"study config lacks '{key}': start from configs/study/nethack.yaml")
+    unknown = [m for m in config["methods"] if m != "none" and not (METHOD_CONFIGS / f"{m}.yaml").is_file()]
+    if unknown:
+        raise ValueError(
+            f"study methods {unknown} have no configs/method/<name>.yaml: use none, bc, ks, ewc, …"
+        )
+    return config
+
+
+def env_configs(preset: str) -> list[Path]:
+    """The fine-tuning overlay chain of a preset: base → its scenario's CPU preset → the preset."""
+    scenario = preset.split("_")[0]
+    chain = [
+        Path("configs/base.yaml"),
+        Path(f"configs/env/{scenario}.yaml"),
+        Path(f"configs/env/{preset}.yaml"),
+    ]
+    missing = [str(p) for p in chain if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"study preset {preset!r}: {missing} not found (run from the repository root)"
+        )
+    return list(dict.fromkeys(chain))
+
+
+def method_config(preset: str, method: str, folders: list[str] = ()) -> Path:
+    """A method's settings: the study's own ``method_dirs`` first, then the preset's, its scenario's,
+    the generic file (as ``make finetune`` picks them)."""
+    scenario = preset.split("_")[0]
+    for folder in (*map(Path, folders), METHOD_CONFIGS / preset, METHOD_CONFIGS / scenario, METHOD_CONFIGS):
+        if (folder / f"{method}.yaml").is_file():
+            return folder / f"{method}.yaml"
+    raise FileNotFoundError(f"no configs/method/{method}.yaml")
+
+
+class Study:
+    """One study under ``config['root']``; ``run()`` carries out the stages not done yet."""
+
+    def __init__(self, config: dict, python: str = sys.executable):
+        self.config = config
+        self.root = Path(config["root"])
+        self.preset = config["preset"]
+        self.python = python
+        self.data = self.root / "data"
+        self.pretrained = self.root / "pretrained" / f"{self.preset}.pt"
+        self.runs = self.root / "runs"
+        self.reports = self.root / "reports"
+        self.overrides = self.root / "overrides.yaml"
+        self.env_config = merge(merge_yaml(env_configs(self.preset)), config.get("overrides") or {})
+        self.failed: list[str] = []
+
+    # --- bookkeeping ------------------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        print(f"study [{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        path = self.root / "study_times.json"
+        times = json.loads(path.read_text()) if path.is_file() else {}
+        times[stage] = round(times.get(stage, 0.0) + seconds, 1)
+        path.write_text(json.dumps(times, indent=1))
+
+    def log_file(self, name: str) -> Path:
+        """Where a stage's command writes its output (appended across attempts)."""
+        folder = self.root / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{name}.log"
+
+    def sh(self, args: list[str], log: Path | None = None) -> int:
+        """Run a command, its output into ``log`` (appended) or ours; returns its exit code."""
+        self.log("$ " + " ".join(args))
+        if log is None:
+            return subprocess.call(args)
+        with log.open("a") as handle:
+            return subprocess.call(args, stdout=handle, stderr=subprocess.STDOUT)
+
+    def run(self, stages: tuple[str, ...] = STAGES) -> int:
+        self.root.mkdir(parents=True, exist_ok=True)
+        # the study's own changes to the preset, the last config of every fine-tuning run
+        self.overrides.write_text(yaml.safe_dump(self.config.get("overrides") or {}))
+        for stage in stages:
+            started = time.monotonic()
+            ran = getattr(self, stage)()
+            if ran:
+                self.add_time(stage, time.monotonic() - started)
+            if self.failed:
+                self.log(f"stopped: {', '.join(self.failed)} failed; rerun the same command to continue")
+                return 1
+        self.log(f"done: {self.reports / 'report.md'}")
+        return 0
+
+    # --- stages -----------------------------------------------------------------------------------
+    def record(self) -> bool:
+        marker = self.data / "study_record.json"
+        if marker.is_file():
+            self.log(f"record: done ({marker})")
+            return False
+        shutil.rmtree(self.data, ignore_errors=True)  # a half-recorded game cannot be continued
+        rec = self.config["record"]
+        self.log(f"record: {rec['games']} expert games, then {rec['far_count']} hand-over states")
+        games = record_games(self.data, rec["games"], rec["seed"], rec["game_steps"])
+        far_dlvl = self.scenario_args()["far_dlvl"]
+        record_start_states(self.data, [far_dlvl], rec["far_count"], rec["seed"], rec["game_steps"])
+        states = json.loads((self.data / "start_states_report.json").read_text())
+        if states["states"][str(far_dlvl)] < rec["far_count"]:
+            self.failed.append(
+                f"record (only {states['states'][str(far_dlvl)]} states reached Dlvl {far_dlvl})"
+            )
+            return True
+        marker.write_text(json.dumps({"games": games, "start_states": states}, indent=1))
+        return True
+
+    def pretrain(self) -> bool:
+        if self.pretrained.is_file():
+            self.log(f"pretrain: done ({self.pretrained})")
+            return False
+        run_dir = self.runs / f"{self.preset}-pretrain-s{self.config['record']['seed']}"
+        shutil.rmtree(run_dir, ignore_errors=True)  # BC keeps no checkpoint: an interrupted one restarts
+        bc = self.config["pretrain"]
+        scenario = "--model.init_args.scenario.init_args"
+        args = [self.python, "-m", "lit_rl.cli", "fit", "--config", "configs/pretrain/nethack.yaml",
+                f"{scenario}.data_dir", str(self.data),
+                f"{scenario}.far_dlvl", str(self.scenario_args()["far_dlvl"]),
+                f"{scenario}.max_episode_steps", str(self.scenario_args()["max_episode_steps"]),
+                "--model.init_args.export_policy", str(self.pretrained),
+                "--model.init_args.critic_warmup_frames", str(bc["critic_warmup_frames"]),
+                "--trainer.max_steps", str(bc["steps"]), "--run_dir", str(run_dir),
+                "--seed_everything", str(self.config["record"]["seed"])]  # fmt: skip
+        log = self.log_file(run_dir.name)
+        if self.sh(args, log) != 0 or not self.pretrained.is_file():
+            self.failed.append(f"pretrain (log: {log})")
+        return True
+
+    def reference(self) -> bool:
+        path = self.runs / "references.json"
+        if path.is_file():
+            self.log(f"reference: done ({path})")
+            return False
+        scenario = NetHack(**{**self.scenario_args(), "data_dir": str(self.data)})
+        model = self.env_config["model"]
+        evaluator = SubspaceEvaluator(model["eval_episodes"], model.get("eval_seed", 10_000))
+        self.log(f"reference: a random policy, {evaluator.episodes} episodes per subspace")
+        results = {}
+        for subspace in scenario.subspaces:
+            env = scenario.make_env(evaluator.episodes, subspace, evaluator.seed)
+            torch.manual_seed(evaluator.seed)
+            results[subspace] = evaluate_random(env, scenario.max_episode_steps)
+        self.runs.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"random": results}, indent=1))
+        return True
+
+    def finetune(self) -> bool:
+        todo = []
+        for method in self.config["methods"]:
+            for seed in self.config["seeds"]:
+                run_dir = self.runs / f"{self.preset}-{method}-s{seed}"
+                state = run_state(run_dir)
+                if state == "done":
+                    self.log(f"finetune: {run_dir.name} done")
+                    continue
+                if state == "fresh":  # stopped before its first checkpoint (or never started)
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                todo.append((self.finetune_args(method, seed, run_dir, state == "resume"), run_dir))
+        if not todo:
+            return False
+        running: list[tuple[subprocess.Popen, Path, object]] = []
+        while todo or running:
+            while todo and len(running) < int(self.config.get("jobs", 1)):
+                args, run_dir = todo.pop(0)
+                self.log("$ " + " ".join(args))
+                handle = self.log_file(run_dir.name).open("a")
+                running.append(
+                    (subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT), run_dir, handle)
+                )
+            time.sleep(1.0)
+            for entry in list(running):
+                process, run_dir, handle = entry
+                if process.poll() is None:
+                    continue
+                running.remove(entry)
+                handle.close()
+                if process.returncode != 0 or run_state(run_dir) != "done":
+                    log = self.log_file(run_dir.name)
+                    self.failed.append(f"{run_dir.name} (exit {process.returncode}, log: {log})")
+                else:
+                    self.log(f"finetune: {run_dir.name} finished")
+        return True
+
+    def finetune_args(self, method: str, seed: int, run_dir: Path, resume: bool) -> list[str]:
+        own = self.config.get("method_dirs") or []
+        methods = [method_config(self.preset, method, own)] if method != "none" else []
+        configs = [*env_configs(self.preset), *methods, Path("configs/trainer/cpu.yaml"),
+                   Path("configs/logger/csv.yaml"), self.overrides]  # fmt: skip
+        args = [self.python, "-m", "lit_rl.cli", "fit"]
+        for path in configs:
+            args += ["--config", str(path)]
+        args += ["--model.scenario.init_args.data_dir", str(self.data),
+                 "--model.pretrained", str(self.pretrained),
+                 "--seed_everything", str(seed), "--run_dir", str(run_dir)]  # fmt: skip
+        return args + (["--ckpt_path", "last"] if resume else [])
+
+    def report(self) -> bool:
+        path = report.write_report(self.runs, self.reports)
+        self.log(f"report: {path}")
+        return True
+
+    def scenario_args(self) -> dict:
+        return dict(self.env_config["model"]["scenario"]["init_args"])
+
+
+def merge_yaml(paths: list[Path]) -> dict:
+    """The overlay of YAML configs, as the CLI composes them (nested mappings merged)."""
+    config: dict = {}
+    for path in paths:
+        config = merge(config, yaml.safe_load(path.read_text()) or {})
+    return config
+
+
+@torch.no_grad()
+def evaluate_random(env, max_steps: int) -> dict[str, float]:
+    """A uniformly random policy through the one evaluation loop (``evaluate_episodes``)."""
+    metrics = evaluate_episodes(env, lambda td: env.rand_action(td), max_steps)
+    env.close()
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        required=True,
+        help="study settings (configs/study/nethack.yaml); later files overlay earlier ones",
+    )
+    parser.add_argument(
+        "--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}"
+    )
+    args = parser.parse_args(argv)
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    bad = [s for s in stages if s not in STAGES]
+    try:
+        if bad:
+            raise ValueError(f"--stages {','.join(bad)}: choose from {','.join(STAGES)}")
+        study = Study(load_config(args.config))
+    except (ValueError, FileNotFoundError) as error:
+        print(f"study: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise SystemExit(study.run(stages))
+
+
+if __name__ == "__main__":
+    main()
