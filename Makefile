@@ -187,6 +187,15 @@ nethack-demo: install ## the whole small NetHack chain on CPU (data, BC π*, fin
 	$(MAKE) --no-print-directory finetune ENV=nethack METHOD=$(NETHACK_DEMO_METHOD) SEED=$(SEED) LOGGER=csv $(if $(STEPS),STEPS=$(STEPS))
 	$(MAKE) --no-print-directory report
 
+# The laptop study (issue 15, docs/nethack.md): record → BC π* → Dlvl-4 states → none/bc/ks/ewc × 2
+# seeds → random-policy reference → report, all under studies/nethack/. Resumable: rerun to continue.
+STUDY ?= configs/study/nethack.yaml
+.PHONY: study
+
+study: install ## NetHack laptop study, resumable: make study ENV=nethack [STUDY=configs/study/nethack.yaml]
+	@test "$(ENV)" = nethack || { echo "error: make study runs the NetHack study only: use ENV=nethack" >&2; exit 2; }
+	$(BIN)/python -m lit_rl.study --config $(STUDY)
+
 ifeq ($(ENV),nethack)
 ifneq ($(filter pretrain,$(MAKECMDGOALS)),)
 $(error ENV=nethack pre-trains π* by behavioural cloning: run `make nethack-pretrain` (see docs/nethack.md))
