@@ -13,6 +13,8 @@ FRAMES = "frames"
 #: what BC needs (pixels) plus what lets a user inspect the trajectories
 KEYS = ("pixels", "action", "room", "x", "y", "keys", "episode", "step")
 META = "meta.json"
+#: demonstrations (start states and actions) that replay to the recorded frames
+DEMOS = "demos.pt"
 
 
 def load_trajectory_buffer(path: str | Path, min_episodes: int = 0) -> ReplayBuffer:

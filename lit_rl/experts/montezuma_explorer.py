@@ -45,7 +45,7 @@ class _Cell:
     seen: int = 0
 
 
-def _cell_weights(cells: Sequence[_Cell]) -> np.ndarray:
+def cell_weights(cells: Sequence[_Cell]) -> np.ndarray:
     """Selection weights: rarely tried cells first, times (1 + score rank)² to push the frontier.
 
     Score is Montezuma's progress signal (keys, doors, items); without the rank factor the explorer
@@ -75,7 +75,7 @@ def build_pool(
     """Explore with state restore (Go-Explore phase 1, Ecoffet et al. 2021); keep states per room.
 
     The archive is keyed by cell (level, room, x // grid, y // grid, keys). Each iteration picks a
-    cell by `_cell_weights` (rarely tried and high-scoring cells first), restores it, and acts
+    cell by `cell_weights` (rarely tried and high-scoring cells first), restores it, and acts
     randomly for `explore_steps` agent steps, repeating the previous action with
     `repeat_action_prob`. A new cell, or a known one reached with a higher score (equal score: in
     fewer steps), replaces the archive entry, but only after the walk survived `commit_delay` more
@@ -127,7 +127,7 @@ def build_pool(
     while frames < budget_frames:
         keys = list(archive)
         cells = [archive[k] for k in keys]
-        weights = _cell_weights(cells)
+        weights = cell_weights(cells)
         origin = cells[rng.choice(len(cells), p=weights / weights.sum())]
         origin.chosen += 1
         ale.restoreState(origin.state)
