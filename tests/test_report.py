@@ -160,3 +160,36 @@ def test_training_visitation_sums_episodes_over_windows(tmp_path):
     shares = training_visitation(metrics)
     assert shares == {"far_frames": pytest.approx(0.2), "dlvl>=2": 0.5, "dlvl>=4": 0.1}
     assert training_visitation(tmp_path / "missing.csv") == {}
+
+
+def test_study_tables_and_figures_carry_references_standard_errors_and_visitation(tmp_path):
+    """`make study`'s report: a random-policy row from runs/references.json, the final return with
+    both spreads (over seeds, and the evaluation's own standard error std/√episodes), the gap to
+    π*, one figure per subspace (paper Figs 3a and 5) and the level-visitation figure (Fig. 4)."""
+    runs, out = tmp_path / "runs", tmp_path / "reports"
+    for seed, far in [(0, [30, 10, 12]), (1, [30, 14, 16])]:
+        content = summary("nethack", "none", seed, [5, 8, 9], far, preset="nethack_study")
+        for entry in content["eval_history"]:
+            for subspace in ("close", "far"):
+                entry[subspace].update(return_std=8.0, episodes=64)
+        write(runs, f"nethack_study-none-s{seed}", content)
+        (runs / f"nethack_study-none-s{seed}" / "metrics.csv").write_text(
+            "step,train/visit/far,train/visit/episodes,train/visit/episodes_dlvl>=2,train/visit/episodes_dlvl>=4\n"
+            f"1,0.0,10,{3 + seed},0\n"
+        )
+    random_policy = {"close": {"return_mean": 1.5, "return_std": 4.0, "episodes": 64},
+                     "far": {"return_mean": 2.5, "return_std": 4.0, "episodes": 64}}  # fmt: skip
+    (runs / "references.json").write_text(json.dumps({"random": random_policy}))
+
+    report.write_report(runs, out)
+    text = (out / "report.md").read_text()
+    assert cells(row(text, "| random policy"))[3:5] == ["1.5", "1.5"]  # close final, min
+    precision = text.split("| policy |")[1]
+    cell = dict(zip(cells("| policy |" + precision.splitlines()[0]), cells(row(precision, "| none"))))
+    assert cell["far_final"] == "14.0 ± 2.8"  # seeds: 12 and 16
+    assert cell["far_eval_se"] == "1.0"  # 8 / √64
+    assert cell["far_vs_pi*"] == "-16.0"  # π* scored 30 on FAR
+    assert cells(row(precision, "| random policy"))[4:6] == ["2.5", "0.5"]
+    for name in ("nethack_study_close", "nethack_study_far", "nethack_study_visitation"):
+        assert (out / f"{name}.png").is_file() and f"]({name}.png)" in text
+    assert report.load_summaries(runs)[0]["visitation"]["dlvl>=2"] == pytest.approx(0.3)
