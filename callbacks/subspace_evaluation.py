@@ -4,12 +4,28 @@ Every ``every_frames`` environment frames the callback plays ``episodes`` episod
 subspace's start states and logs ``eval/<subspace>/<metric>``. The first evaluation runs before any
 update, so it measures the pre-trained policy. Evaluation runs on rank 0 only; its history is part
 of the callback state, so a resumed run keeps the curve it had.
+
+In the background (``background``, default the model's ``eval_background``) an evaluation is a
+snapshot of the actor's weights handed to an ``EvaluationWorker`` process, and training goes on
+while it plays. Results are logged in order, at the frame count and step of their snapshot (not
+when they arrive), so the history, ``summary.json`` and ``metrics.csv`` are the ones the
+foreground evaluation would have written. A checkpoint stores the snapshots still in flight, and a
+resumed run evaluates them first; a finished run waits for every evaluation before it ends.
 """
 
 from __future__ import annotations
 
+import copy
+
+import torch
 from jsonargparse.typing import PositiveInt
 from lightning import Callback, LightningModule, Trainer
+
+from lit_rl.evaluation import EvaluationWorker
+
+#: snapshots submitted but not yet logged before the learner waits for the oldest: one playing
+#: and one queued, so a period shorter than an evaluation slows training instead of piling up
+MAX_IN_FLIGHT = 2
 
 
 class SubspaceEvaluation(Callback):
@@ -20,12 +36,18 @@ class SubspaceEvaluation(Callback):
     Args:
         every_frames: evaluation period in environment frames (default: the model's
             ``eval_every_frames``, so one command-line flag sets it).
+        background: evaluate snapshots in a process of their own while training goes on
+            (default: the model's ``eval_background``, else off).
     """
 
-    def __init__(self, every_frames: PositiveInt | None = None):
+    def __init__(self, every_frames: PositiveInt | None = None, background: bool | None = None):
         self.every_frames = every_frames
+        self.background = background
         self.history: list[dict] = []
         self.next_at = 0
+        #: background snapshots not yet logged, oldest first: {env_steps, step, weights}
+        self.in_flight: list[dict] = []
+        self._worker: EvaluationWorker | None = None
 
     @property
     def latest(self) -> dict | None:
@@ -33,39 +55,99 @@ class SubspaceEvaluation(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.every_frames = self.every_frames or pl_module.hparams.eval_every_frames
+        if self.background is None:
+            self.background = bool(pl_module.hparams.get("eval_background", False))
+        if self.background and stage == "fit" and trainer.is_global_zero and self._worker is None:
+            # started here, so its seconds of start-up overlap the checkpoint restore and collector start
+            self._worker = EvaluationWorker(pl_module.scenario, pl_module.evaluator, torch.get_num_threads())
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self.history:
+        if not trainer.is_global_zero:
+            self.in_flight = []  # rank 0 evaluates what a resumed checkpoint held
+        elif self._worker is not None:
+            for job in self.in_flight:  # snapshots a resumed checkpoint held
+                self._worker.submit(job["env_steps"], job["weights"])
+        else:  # resumed with background evaluation off: evaluate the held snapshots here
+            actor = copy.deepcopy(pl_module.policy["actor"])
+            for job in self.in_flight:
+                actor.load_state_dict(job["weights"])
+                results = pl_module.evaluator.evaluate_all(pl_module.scenario, actor)
+                self._record(trainer, pl_module, job["env_steps"], job["step"], results)
+            self.in_flight = []
+        if not self.history and not self.in_flight:
             self._evaluate(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._log_finished(trainer, pl_module, wait=False)
         if int(pl_module.env_frames) >= self.next_at:
             self._evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.latest is None or self.latest["env_steps"] != int(pl_module.env_frames):
+        last = self.in_flight[-1] if self.in_flight else self.latest
+        if last is None or last["env_steps"] != int(pl_module.env_frames):
             self._evaluate(trainer, pl_module)
+        while self.in_flight:
+            self._log_finished(trainer, pl_module, wait=True)
+        self._stop_worker()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._stop_worker()
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._stop_worker()
 
     def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
         frames = int(pl_module.env_frames)
         self.next_at = (frames // self.every_frames + 1) * self.every_frames
         if not trainer.is_global_zero:
             return
-        scenario = pl_module.scenario
-        entry = {"env_steps": frames, **pl_module.evaluator.evaluate_all(scenario, pl_module.policy["actor"])}
+        actor = pl_module.policy["actor"]
+        if self._worker is None:
+            results = pl_module.evaluator.evaluate_all(pl_module.scenario, actor)
+            self._record(trainer, pl_module, frames, trainer.global_step, results)
+            return
+        while len(self.in_flight) >= MAX_IN_FLIGHT:
+            self._log_finished(trainer, pl_module, wait=True)
+        weights = {name: value.detach().to("cpu", copy=True) for name, value in actor.state_dict().items()}
+        self.in_flight.append({"env_steps": frames, "step": trainer.global_step, "weights": weights})
+        self._worker.submit(frames, weights)
+
+    def _log_finished(self, trainer: Trainer, pl_module: LightningModule, wait: bool) -> None:
+        """Log the oldest background evaluation if it is done (``wait``: once it is)."""
+        if self._worker is None or not self.in_flight:
+            return
+        finished = self._worker.result(block=wait)
+        if finished is None:
+            return
+        frames, results = finished
+        job = self.in_flight.pop(0)
+        assert job["env_steps"] == frames, "the evaluation worker answered out of order"
+        self._record(trainer, pl_module, frames, job["step"], results)
+
+    def _record(
+        self, trainer: Trainer, pl_module: LightningModule, frames: int, step: int, results: dict
+    ) -> None:
+        entry = {"env_steps": frames, **results}
         self.history.append(entry)
         metrics = {
             f"eval/{subspace}/{name}": float(value)
-            for subspace in scenario.subspaces
+            for subspace in pl_module.scenario.subspaces
             for name, value in entry[subspace].items()
         }
         metrics["eval/env_frames"] = float(frames)
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+            logger.log_metrics(metrics, step=step)
+
+    def _stop_worker(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.close()
 
     def state_dict(self) -> dict:
-        return {"history": self.history, "next_at": self.next_at}
+        in_flight = [dict(job) for job in self.in_flight]
+        return {"history": self.history, "next_at": self.next_at, "in_flight": in_flight}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = list(state_dict["history"])
         self.next_at = int(state_dict["next_at"])
+        self.in_flight = list(state_dict.get("in_flight", []))  # older checkpoints have none

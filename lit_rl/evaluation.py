@@ -9,9 +9,17 @@ TorchRL's ``EnvBase.rollout`` stops at the first (or when all) done and returns 
 [envs, steps] trajectory; this loop instead counts each environment's first episode only (later
 auto-reset episodes ignored) and keeps running sums, so memory does not grow with the episode length
 (NetHack: 1000 steps × 24×80 screens per environment).
+
+``EvaluationWorker`` runs the same evaluator in a process of its own on snapshots of the actor's
+weights, so training goes on while an evaluation plays (``SubspaceEvaluation(background=True)``).
 """
 
 from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import traceback
 
 import torch
 from torchrl.envs import EnvBase
@@ -107,3 +115,96 @@ def evaluate_episodes(
     for name, values in finals.items():
         metrics[name] = values.mean().item()
     return metrics
+
+
+class EvaluationWorker:
+    """A process that evaluates snapshots of an actor's weights, one after the other, in the order
+    they were submitted: ``submit(tag, state_dict)``, then ``result()`` returns ``(tag, metrics)``.
+
+    The worker builds its own actor from the scenario (``scenario.make_policy()``, the module the
+    run trains) and loads each snapshot into it, so the evaluation is the one the training process
+    would have run on those weights: same evaluator, same seeds, same thread count. It is forked
+    where the platform can (Linux): a spawned worker re-imports torch, TorchRL and the simulators,
+    ≈5 s on 2 busy cores against milliseconds for a fork, which would cost a short run more than
+    its evaluations. Forking is safe at the moment the callback does it (its ``setup``, before any
+    collector process or read-ahead thread exists; the child only runs CPU evaluations, as torch's
+    own DataLoader workers do after a fork). It exits when told to, and by itself when its parent
+    is gone (a run killed with SIGKILL leaves no evaluator behind: at most it finishes the
+    evaluation it is playing).
+
+    Args:
+        scenario, evaluator: what to evaluate with (both picklable).
+        threads: torch threads of the worker (the training process's count, for equal numbers).
+    """
+
+    def __init__(self, scenario, evaluator: SubspaceEvaluator, threads: int):
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        self._jobs, self._results = context.Queue(), context.Queue()
+        self._process = context.Process(
+            target=_serve, args=(scenario, evaluator, threads, self._jobs, self._results),
+            name="lit_rl-evaluation",
+        )  # fmt: skip
+        self._process.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def submit(self, tag, state_dict: dict[str, torch.Tensor]) -> None:
+        self._jobs.put((tag, state_dict))
+
+    def result(self, block: bool = True):
+        """The oldest finished evaluation as ``(tag, metrics)``, or ``None`` when none is ready
+        and ``block`` is false; an error in the worker is raised here."""
+        while True:
+            try:
+                tag, outcome = self._results.get(timeout=0.5 if block else 0.01)
+                break
+            except queue.Empty:
+                if not block:
+                    return None
+                if not self._process.is_alive():
+                    raise RuntimeError(
+                        f"the evaluation process ended (exit code {self._process.exitcode}) before "
+                        "returning its evaluation: rerun with model.eval_background false to see why"
+                    ) from None
+        if isinstance(outcome, str):
+            raise RuntimeError(f"evaluation in the background process failed:\n{outcome}")
+        return tag, outcome
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Ask the worker to stop after its current evaluation; kill it if it does not."""
+        if self._process.is_alive():
+            self._jobs.put(None)
+            self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        for channel in (self._jobs, self._results):
+            channel.cancel_join_thread()
+            channel.close()
+
+
+def _serve(scenario, evaluator: SubspaceEvaluator, threads: int, jobs, results) -> None:
+    """The worker's loop (see ``EvaluationWorker``)."""
+    torch.set_num_threads(threads)
+    results.cancel_join_thread()  # a result nobody reads any more must not block the exit
+    actor = scenario.make_policy().modules()["actor"]
+    parent = multiprocessing.parent_process()
+    while parent is None or parent.is_alive():
+        try:
+            job = jobs.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if job is None:
+            break
+        tag, state_dict = job
+        try:
+            actor.load_state_dict(state_dict)
+            results.put((tag, evaluator.evaluate_all(scenario, actor)))
+        except Exception:
+            results.put((tag, traceback.format_exc()))
+    # the parent has read every result it waits for; skip the interpreter's teardown of torch and
+    # the simulators (≈1.5 s on 2 busy cores), which the run's exit would otherwise wait for
+    os._exit(0)

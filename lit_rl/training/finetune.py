@@ -163,6 +163,11 @@ class PPOFineTuning(LightningModule):
         eval_every_frames: evaluation period (read by the ``SubspaceEvaluation`` callback).
         eval_episodes, eval_seed, eval_deterministic: the one evaluation rule
             (``SubspaceEvaluator``) of training-time evaluation and ``lit-rl validate``.
+        eval_background: the ``SubspaceEvaluation`` callback evaluates snapshots of the weights in
+            a process of its own while training goes on (same numbers, logged at the snapshot's
+            frames). Off by default: the worker costs a process start (seconds) and wants a core
+            the learner and collectors leave free, which the 2-core CPU presets do not have;
+            turn it on where a core or the GPU is free and evaluations are long (docs/throughput.md).
         export_policy: where to write the trained policy (pre-training's product, π*).
         retention: the retention methods (``configs/method/*.yaml`` append to this list); none is
             plain fine-tuning.
@@ -208,6 +213,7 @@ class PPOFineTuning(LightningModule):
         eval_episodes: PositiveInt = 256,
         eval_seed: int = 10_000,
         eval_deterministic: bool = False,
+        eval_background: bool = False,
         export_policy: str | None = None,
         retention: list[RetentionMethod] | None = None,
     ):
