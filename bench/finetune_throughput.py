@@ -308,3 +308,64 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def evaluation_overlap(apple_budget: int = 200_000, nethack_budget: int = 4096, workdir=None) -> dict:
+    """Issue 14.3: the same ``lit-rl fit`` with its evaluations in the training process and in the
+    background (``model.eval_background``), side by side, each in its own process: Apple EWC from
+    a briefly pre-trained π* (its preset's evaluation: 256 episodes every 50k frames) and NetHack
+    none from a randomly initialised tiny π* (its CPU preset: 8 episodes every 2,048 frames, FAR
+    from the shipped Dlvl-4 start states). Wall times are whole processes (start-up, π*'s
+    evaluation and the wait for the last evaluation included) and the ``summary.json`` fit time;
+    the evaluation histories of the two modes must be equal."""
+    import os
+    import subprocess
+    import sys
+
+    from lit_rl.models.policy_io import save_policy
+    from lit_rl.scenarios.nethack import NetHack
+
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-evaluation-"))
+        workdir = Path(workdir)
+        log = workdir / "cli.log"
+        apple_policy = pretrain_apple(workdir, 100_000, log)
+        torch.manual_seed(0)
+        nethack = NetHack(size="tiny", max_episode_steps=500)
+        nethack_policy = workdir / "nethack-pi.pt"
+        save_policy(nethack_policy, nethack.make_policy().modules(), nethack.describe())
+        base = ["fit", "--config", "configs/base.yaml"]
+        # fmt: off
+        cases = {
+            "apple": [*base, "--config", "configs/env/apple.yaml", "--config", "configs/method/ewc.yaml",
+                      *TRAINER, "--model.pretrained", str(apple_policy),
+                      "--model.budget_frames", str(apple_budget)],
+            "nethack": [*base, "--config", "configs/env/nethack.yaml", *TRAINER,
+                        "--model.pretrained", str(nethack_policy),
+                        "--model.budget_frames", str(nethack_budget),
+                        "--model.scenario.init_args.far_dlvl", "4",
+                        "--model.scenario.init_args.start_states", "tests/data/start_states_dlvl4.json"],
+        }
+        # fmt: on
+        runs: dict = {}
+        for name, args in cases.items():
+            histories = {}
+            for mode in ("foreground", "background"):
+                run_dir = workdir / f"{name}-{mode}"
+                flag = "true" if mode == "background" else "false"
+                command = [sys.executable, "-m", "lit_rl.cli", *args, "--model.eval_background", flag,
+                           "--run_dir", str(run_dir)]  # fmt: skip
+                load = os.getloadavg()[0]
+                start = time.perf_counter()
+                with open(log, "a") as sink:
+                    subprocess.run(command, cwd=ROOT, stdout=sink, stderr=sink, check=True, timeout=1200)
+                seconds = time.perf_counter() - start
+                summary = json.loads((run_dir / "summary.json").read_text())
+                histories[mode] = summary["eval_history"]
+                runs[f"{name}/{mode}"] = {
+                    "process_s": seconds, "fit_s": summary["wall_time_s"], "frames": summary["env_steps"],
+                    "evaluations": len(summary["eval_history"]), "load_average_before": load,
+                }  # fmt: skip
+            runs[f"{name}/background"]["same_history"] = histories["background"] == histories["foreground"]
+        return {"runs": runs, "apple_budget": apple_budget, "nethack_budget": nethack_budget}

@@ -1,6 +1,7 @@
 """NetHack fine-tuning throughput of one trainer configuration, runnable against any lit_rl tree.
 
-``python bench/nethack_training.py --tree DIR --method none|ks --collection sync|async ...`` puts
+``python bench/nethack_training.py --tree DIR --method none|ks --collection sync|async
+[--advantage gae|vtrace] ...`` puts
 ``DIR`` first on ``sys.path`` (so the same script times this tree and an older commit checked out in
 a worktree, side by side), builds the NetHack scenario with the tiny ScaledNet (encoders frozen),
 exports a randomly initialised π* (throughput does not depend on what it learned), and trains
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tree", default=str(Path(__file__).resolve().parents[1]))
     parser.add_argument("--method", choices=["none", "ks"], default="none")
     parser.add_argument("--collection", choices=["sync", "async"], default="sync")
+    parser.add_argument("--advantage", choices=["gae", "vtrace"], default="gae")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--frames", type=int, default=8192)
     parser.add_argument("--num-envs", type=int, default=32)
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
     )  # fmt: skip
     if args.collection != "sync":
         settings["collection"] = args.collection
+    if args.advantage != "gae":
+        settings["advantage"] = args.advantage
     retention = [Kickstarting()] if args.method == "ks" else []
     model = PPOFineTuning(scenario, retention=retention, **settings)
 
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     split["waiting"] = split.pop("fetch") - split["env"] - split["inference"]
     split["other"] = seconds - sum(split.values())
     result = {
-        "tree": args.tree, "method": args.method, "collection": args.collection,
+        "tree": args.tree, "method": args.method, "collection": args.collection, "advantage": args.advantage,
         "workers": args.workers, "frames": f1, "timed_frames": f1 - f0, "seconds": seconds,
         "frames_per_s": (f1 - f0) / seconds, "split_s": split,
         "threads_after": torch.get_num_threads(),
@@ -192,13 +196,14 @@ if __name__ == "__main__":
 
 #: the synchronous trainer before issue 14, timed side by side with this tree
 OLD_TRAINER_COMMIT = "e177e27"
-CONFIGS = [  # (tree, method, collection): alternated so slow drifts in machine load hit both trees
-    ("old", "none", "sync"),
-    ("new", "none", "sync"),
-    ("new", "none", "async"),
-    ("old", "ks", "sync"),
-    ("new", "ks", "sync"),
-    ("new", "ks", "async"),
+CONFIGS = [  # (tree, method, collection, advantage): alternated so load drifts hit both trees
+    ("old", "none", "sync", "gae"),
+    ("new", "none", "sync", "gae"),
+    ("new", "none", "async", "gae"),
+    ("new", "none", "async", "vtrace"),
+    ("old", "ks", "sync", "gae"),
+    ("new", "ks", "sync", "gae"),
+    ("new", "ks", "async", "gae"),
 ]
 
 
@@ -223,11 +228,11 @@ def compare(frames: int = 8192, num_envs: int = 32, timeout: float = 900.0) -> d
     root = Path(__file__).resolve().parents[1]
     trees = {"new": root, "old": old_tree(root)}
     runs = {}
-    for tree, method, collection in CONFIGS:
-        name = f"{tree}/{method}/{collection}"
+    for tree, method, collection, advantage in CONFIGS:
+        name = f"{tree}/{method}/{collection}" + ("" if advantage == "gae" else f"/{advantage}")
         command = [sys.executable, str(Path(__file__).resolve()), "--tree", str(trees[tree]),
                    "--method", method, "--collection", collection, "--frames", str(frames),
-                   "--num-envs", str(num_envs)]  # fmt: skip
+                   "--num-envs", str(num_envs), "--advantage", advantage]  # fmt: skip
         if (tree, method, collection) == ("new", "none", "sync"):
             command.append("--ceiling")
         load = os.getloadavg()[0]

@@ -41,6 +41,10 @@ SETTINGS = {
     ),
     "memory": ({"batches": 200}, {"batches": 20}),
     "training": ({"frames": 8192, "num_envs": 32}, {"frames": 4096, "num_envs": 32}),
+    "evaluation": (
+        {"apple_budget": 200_000, "nethack_budget": 4096},
+        {"apple_budget": 100_000, "nethack_budget": 2048},
+    ),
     "montezuma_training": (
         {"frames": 3072, "num_envs": 8, "raw_seconds": 8.0},
         {"frames": 2048, "num_envs": 8, "raw_seconds": 3.0},
@@ -58,6 +62,7 @@ TIMEOUT_S = {
     "memory": 600,
     "robotic": 480,
     "training": 1500,
+    "evaluation": 1500,
     "montezuma_training": 900,
 }
 
@@ -84,6 +89,10 @@ def section(name: str, settings: dict) -> dict:
         from bench import nethack_training
 
         return nethack_training.compare(settings["frames"], settings["num_envs"])
+    if name == "evaluation":
+        from bench import finetune_throughput
+
+        return finetune_throughput.evaluation_overlap(**settings)
     if name == "montezuma_training":
         from bench import montezuma_training
 
@@ -233,6 +242,9 @@ def rows(results: dict) -> list[dict]:
     tr = results.get("training", {}).get("result")
     if tr:
         out += training_rows(tr)
+    ev = results.get("evaluation", {}).get("result")
+    if ev:
+        out += evaluation_rows(ev)
     mt = results.get("montezuma_training", {}).get("result")
     if mt:
         for label, run in mt["runs"].items():
@@ -296,12 +308,30 @@ def training_rows(tr: dict) -> list[dict]:
             ratio = ks / none
             out.append(_row(f"NetHack training KS vs none, {collection}", ks, "frames/s", none,
                             "none, same run", "≥ 0.85×", ratio, ratio >= 0.85))  # fmt: skip
+    vtrace, gae = rate.get("new/none/async/vtrace"), rate.get("new/none/async")
+    if vtrace and gae:
+        out.append(_row("NetHack training none, async, V-trace targets vs GAE", vtrace, "frames/s", gae,
+                        "async GAE, same run", None, vtrace / gae))  # fmt: skip
     if ceiling:
         for collection in ("sync", "async"):
             new = rate.get(f"new/none/{collection}")
             if new:
                 out.append(_row(f"NetHack training none, {collection}, against collection alone",
                                 new, "frames/s", ceiling, "Collector + policy, no learning"))  # fmt: skip
+    return out
+
+
+def evaluation_rows(ev: dict) -> list[dict]:
+    """Run wall time with evaluation in the background against in the training process (issue 14.3)."""
+    out, runs = [], ev["runs"]
+    for name in ("apple", "nethack"):
+        fg, bg = runs.get(f"{name}/foreground"), runs.get(f"{name}/background")
+        if fg and bg:
+            same = "same evaluations" if bg.get("same_history") else "**evaluations differ**"
+            load = f"load {fg['load_average_before']:.1f} / {bg['load_average_before']:.1f}"
+            out.append(_row(f"{name} fit with evaluation in the background, whole process ({bg['frames']:,} "
+                            f"frames, {bg['evaluations']} evaluations; {same}; {load})", bg["process_s"], "s",
+                            fg["process_s"], "evaluation in the training process, same run"))  # fmt: skip
     return out
 
 
