@@ -117,29 +117,50 @@ bench: install ## throughput benchmarks → bench/results.json and bench/results
 
 # --- Montezuma's Revenge (docs/montezuma.md) ---------------------------------------------------
 MONTEZUMA_POOL ?= pools/montezuma_room7.pt
+MONTEZUMA_DEMOS ?= data/montezuma_demos
 MONTEZUMA_BC ?= data/montezuma_bc
+MONTEZUMA_PISTAR ?= pretrained/montezuma.pt
 
-.PHONY: montezuma-pool montezuma-bc-data montezuma-demo
+.PHONY: montezuma-pool montezuma-demos montezuma-pistar montezuma-pretrained montezuma-bc-data montezuma-demo
 
 ifneq ($(filter montezuma%,$(ENV)),)
 pretrain finetune eval: $(MONTEZUMA_POOL)
 endif
+# `make finetune ENV=montezuma` clones π* from the explorer's demonstrations when it is missing
+# (`make pretrain ENV=montezuma`, the paper's PPO + RND from Room 7, learns too little here).
+ifeq ($(ENV),montezuma)
+finetune: montezuma-pretrained
+endif
 
 $(MONTEZUMA_POOL):
 	$(MAKE) --no-print-directory montezuma-pool
+
+montezuma-pretrained:
+	@test -f $(MONTEZUMA_PISTAR) || $(MAKE) --no-print-directory montezuma-pistar
 
 montezuma-pool: install ## Montezuma: explore to Room 7 and save its start states (FAR) → pools/
 	$(BIN)/python -m lit_rl.experts.montezuma_explorer build --rooms 7 --seed 2 --frames 6000000 \
 		--stop-at-cells 20 --out $(MONTEZUMA_POOL)
 	$(BIN)/python -m lit_rl.experts.montezuma_explorer info $(MONTEZUMA_POOL)
 
-montezuma-bc-data: install $(MONTEZUMA_POOL) ## Montezuma: record π*'s Room-7 episodes for BC → data/
-	@test -f pretrained/montezuma.pt || $(MAKE) --no-print-directory pretrain ENV=montezuma SEED=$(SEED)
-	$(BIN)/python -m lit_rl.data.montezuma_bc --policy pretrained/montezuma.pt \
-		--pool $(MONTEZUMA_POOL) --episodes 16 --out $(MONTEZUMA_BC)
+montezuma-demos: install $(MONTEZUMA_POOL) ## Montezuma: the explorer's successful Room-7 trajectories → data/
+	$(BIN)/python -m lit_rl.experts.montezuma_demos --pool $(MONTEZUMA_POOL) --per-state 8 \
+		--seed $(SEED) --out $(MONTEZUMA_DEMOS)
 
-montezuma-demo: install $(MONTEZUMA_POOL) ## Montezuma: pool → π* → fine-tune with BC and without
+montezuma-pistar: install $(MONTEZUMA_POOL) ## Montezuma: π* cloned from the demonstrations (+ DAgger) → pretrained/
+	@test -f $(MONTEZUMA_DEMOS)/meta.json || $(MAKE) --no-print-directory montezuma-demos
+	$(BIN)/python -m lit_rl.training.montezuma_clone --demos $(MONTEZUMA_DEMOS) --pool $(MONTEZUMA_POOL) \
+		--rounds 3 --seed $(SEED) --data-out $(MONTEZUMA_BC) --out $(MONTEZUMA_PISTAR)
+
+# The paper preset's BC data: > 500 episodes of its π* (trained on a GPU machine).
+montezuma-bc-data: install $(MONTEZUMA_POOL) ## Montezuma paper preset: record 512 episodes of π* → data/
+	@test -f pretrained/montezuma_paper.pt || { echo "error: pretrained/montezuma_paper.pt missing: make pretrain ENV=montezuma_paper (GPU)" >&2; exit 2; }
+	$(BIN)/python -m lit_rl.data.montezuma_bc --policy pretrained/montezuma_paper.pt --pool $(MONTEZUMA_POOL) \
+		--episodes 512 --max-episode-steps 4500 --out data/montezuma_paper_bc
+
+montezuma-demo: install montezuma-pretrained ## Montezuma: pool → demonstrations → π* → fine-tune none/BC/EWC
 	$(MAKE) --no-print-directory finetune ENV=montezuma METHOD=bc SEED=$(SEED) LOGGER=$(LOGGER)
+	$(MAKE) --no-print-directory finetune ENV=montezuma METHOD=ewc SEED=$(SEED) LOGGER=$(LOGGER)
 	$(MAKE) --no-print-directory finetune ENV=montezuma METHOD=none SEED=$(SEED) LOGGER=$(LOGGER)
 	$(MAKE) --no-print-directory report
 
