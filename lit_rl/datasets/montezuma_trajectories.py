@@ -23,8 +23,8 @@ def load_trajectory_buffer(path: str | Path, min_episodes: int = 0) -> ReplayBuf
     folder = Path(path) / FRAMES
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"no recorded π* trajectories in {path}: record them with `make montezuma-bc-data` "
-            f"(python -m lit_rl.data.montezuma_bc --out {path})"
+            f"no π* trajectories in {path}: build them with `make montezuma-pistar` (the laptop "
+            f"preset's demonstrations) or `make montezuma-bc-data` (the paper preset's)"
         )
     data = TensorDict.load_memmap(folder).to_tensordict()
     episodes = data["episode"].unique().numel()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -203,7 +204,8 @@ def save_demonstrations(demos: Sequence[Demonstration], out: str | Path, meta: d
         frames["step"] = torch.arange(len(demo.actions))
         chunks.append(frames.select(*KEYS))
     data = torch.cat(chunks)
-    data.memmap(out / FRAMES, existsok=True)
+    shutil.rmtree(out / FRAMES, ignore_errors=True)  # a smaller set must not keep old files
+    data.memmap(out / FRAMES)
     torch.save(
         {
             "starts": [torch.frombuffer(bytearray(d.start), dtype=torch.uint8) for d in demos],

@@ -12,8 +12,11 @@ plays π* from the pool under sticky actions, keeps states it reached in Room 7 
 asks the explorer for a successful continuation from each (a demonstration from where π* actually
 goes, as DAgger's expert labels the learner's states) and clones again on everything.
 
-    python -m lit_rl.training.montezuma_clone --demos data/montezuma_demos --rounds 2 \
-        --out pretrained/montezuma.pt            (make montezuma-pistar)
+    python -m lit_rl.training.montezuma_clone --demos data/montezuma_demos --rounds 3 \
+        --data-out data/montezuma_bc --out pretrained/montezuma.pt         (make montezuma-pistar)
+
+Everything π* was cloned on (the explorer's demonstrations and the DAgger rounds') is written to
+``--data-out``: π*'s pre-training data, which BC replay and EWC's Fisher read during fine-tuning.
 """
 
 from __future__ import annotations
@@ -100,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lit_rl.training.montezuma_clone", description=main.__doc__
     )
-    parser.add_argument("--demos", type=Path, default=Path("data/montezuma_demos"))
+    parser.add_argument("--demos", type=Path, default=Path("data/montezuma_demos"), help="explorer's")
+    parser.add_argument("--data-out", type=Path, default=Path("data/montezuma_bc"), help="cloned on")
     parser.add_argument("--pool", default="pools/montezuma_room7.pt")
     parser.add_argument("--rounds", type=int, default=2, help="cloning rounds (DAgger after the first)")
     parser.add_argument("--updates", type=int, default=1500, help="Adam steps per round")
@@ -116,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenario = Montezuma(pool=args.pool, max_episode_steps=args.max_episode_steps)
     policy = scenario.make_policy().modules()
     demos = load_demonstrations(args.demos)
+    meta = json.loads((args.demos / "meta.json").read_text())
+    save_demonstrations(demos, args.data_out, {**meta, "dagger_rounds": 0})
     evaluator = SubspaceEvaluator(args.eval_episodes, seed=10_000)
     log = {"rounds": []}
     started = time.perf_counter()
@@ -131,10 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )  # fmt: skip
             new: list[Demonstration] = build_demonstrations(reached, 1, seed=args.seed + round_)
             demos = demos + new
-            save_demonstrations(demos, args.demos, {**json.loads((args.demos / "meta.json").read_text()),
-                                                    "dagger_rounds": round_})  # fmt: skip
+            save_demonstrations(demos, args.data_out, {**meta, "dagger_rounds": round_})
         t1 = time.perf_counter()
-        frames = TensorDict.load_memmap(args.demos / FRAMES).to_tensordict()
+        frames = TensorDict.load_memmap(args.data_out / FRAMES).to_tensordict()
         loss = clone(policy, frames, args.updates, seed=args.seed + round_)
         t2 = time.perf_counter()
         metrics = evaluator.evaluate(scenario, policy["actor"], "far")
