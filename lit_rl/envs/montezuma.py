@@ -458,6 +458,11 @@ class MontezumaEnv(EnvBase):
         out.set("done", torch.from_numpy(done).unsqueeze(-1))
         return out
 
+    def snapshot(self, index: int) -> tuple[bytes, int]:
+        """Env `index`'s emulator state, serialised like a pool state, and the entrance room of
+        its episode (the ALE back-end only): a start state for more demonstrations."""
+        return self._ales[index].cloneState().serialize(), int(self._entrance[index])
+
     def _set_seed(self, seed: int | None) -> None:
         """Reseed pool sampling and the emulators (ALE reads its seed when a ROM loads)."""
         self._seed = 0 if seed is None else int(seed)

@@ -51,7 +51,8 @@ class Montezuma(Scenario):
             rooms numbered ``far_room`` or higher (or on a later level) count as FAR visits.
         max_episode_steps: agent steps per episode (truncation); the paper uses 4500.
         sticky_prob: sticky-action probability (0.25 in the paper).
-        pretraining_data: a π* trajectory folder (``make montezuma-bc-data``); when set, BC and
+        pretraining_data: π*'s trajectory folder (``make montezuma-pistar``, or ``make
+            montezuma-bc-data`` for the paper preset); when set, BC and
             EWC sample its states instead of fresh π* rollouts from the FAR pool.
         min_demonstrations: fewest trajectories ``pretraining_data`` may hold (paper: > 500).
     """

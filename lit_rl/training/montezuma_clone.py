@@ -88,9 +88,10 @@ def reached_states(
             live &= out["room"].numpy() == out["start_room"].numpy()
             if step and step % every == 0:
                 for i in np.flatnonzero(live):
-                    states.append(env._ales[i].cloneState().serialize())
+                    state, entrance = env.snapshot(i)
+                    states.append(state)
                     rooms.append(int(out["room"][i]))
-                    entrances.append(int(env._entrance[i]))
+                    entrances.append(entrance)
             td = next_td
             if not live.any():
                 break
