@@ -163,6 +163,7 @@ montezuma-demo: install montezuma-pretrained ## Montezuma: pool → demonstratio
 	$(MAKE) --no-print-directory finetune ENV=montezuma METHOD=ewc SEED=$(SEED) LOGGER=$(LOGGER)
 	$(MAKE) --no-print-directory finetune ENV=montezuma METHOD=none SEED=$(SEED) LOGGER=$(LOGGER)
 	$(MAKE) --no-print-directory report
+	$(BIN)/python -m lit_rl.montezuma_figures --runs runs/montezuma-*-s* --out reports
 
 # --- NetHack chain: record → behavioural cloning → fine-tune → evaluate (docs/nethack.md) -----
 GAMES ?= 16
