@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=Path, nargs="+", required=True)
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
-    runs = [load(run) for run in args.runs if (run / "summary.json").is_file()]
+    finished = [run for run in args.runs if (run / "summary.json").is_file()]
+    runs = [r for r in map(load, finished) if r["method"] != "pretrain"]  # fine-tuning runs only
     if not runs:
         raise SystemExit(f"error: no finished run (summary.json) among --runs {args.runs[0]} …")
     groups = by_method(runs)
