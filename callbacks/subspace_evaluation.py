@@ -91,7 +91,8 @@ class SubspaceEvaluation(Callback):
         self._stop_worker()
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        self._stop_worker()
+        # at once: a preempted run has seconds to save, and the snapshots in flight are in its state
+        self._stop_worker(wait_s=0.0)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._stop_worker()
@@ -138,10 +139,10 @@ class SubspaceEvaluation(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
 
-    def _stop_worker(self) -> None:
+    def _stop_worker(self, wait_s: float = 30.0) -> None:
         worker, self._worker = self._worker, None
         if worker is not None:
-            worker.close()
+            worker.close(wait_s)
 
     def state_dict(self) -> dict:
         in_flight = [dict(job) for job in self.in_flight]

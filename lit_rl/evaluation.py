@@ -130,7 +130,8 @@ class EvaluationWorker:
     collector process or read-ahead thread exists; the child only runs CPU evaluations, as torch's
     own DataLoader workers do after a fork). It exits when told to, and by itself when its parent
     is gone (a run killed with SIGKILL leaves no evaluator behind: at most it finishes the
-    evaluation it is playing).
+    evaluation it is playing); it is a daemon, so a run whose worker was never closed still exits
+    (the evaluation environments start no processes of their own).
 
     Args:
         scenario, evaluator: what to evaluate with (both picklable).
@@ -143,7 +144,7 @@ class EvaluationWorker:
         self._jobs, self._results = context.Queue(), context.Queue()
         self._process = context.Process(
             target=_serve, args=(scenario, evaluator, threads, self._jobs, self._results),
-            name="lit_rl-evaluation",
+            name="lit_rl-evaluation", daemon=True,
         )  # fmt: skip
         self._process.start()
 

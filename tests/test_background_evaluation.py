@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
+import pytest
 import torch
+from lightning import Callback, Trainer
 
+from callbacks.subspace_evaluation import SubspaceEvaluation
+from lit_rl.scenarios import AppleRetrieval
+from lit_rl.training.finetune import PPOFineTuning
 from tests.conftest import APPLE, ROOT, TRAINER, fit
 
 BATCH = 16 * 50
@@ -69,3 +75,31 @@ def test_a_run_killed_with_an_evaluation_in_flight_resumes_with_the_foreground_n
     # the same weights evaluated in the training process: identical numbers, logged at the same step
     assert background["eval_history"][:2] == reference["eval_history"][:2]
     assert logged_rows(run, "eval/env_frames")[:2] == logged_rows(foreground, "eval/env_frames")[:2]
+
+
+class FailAtBatch(Callback):
+    """Raises inside the training loop at ``batch``, remembering the evaluation worker's pid."""
+
+    def __init__(self, batch: int):
+        self.batch, self.pid = batch, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        evaluation = next(c for c in trainer.callbacks if isinstance(c, SubspaceEvaluation))
+        self.pid = evaluation._worker.pid
+        if batch_idx == self.batch:
+            raise RuntimeError("a failure during training")
+
+
+def test_an_exception_ends_the_evaluation_process(one_torch_thread):
+    evaluation, failure = SubspaceEvaluation(every_frames=800, background=True), FailAtBatch(2)
+    model = PPOFineTuning(
+        AppleRetrieval(), num_envs=16, rollout_length=50, minibatch_size=800, budget_frames=8000
+    )
+    trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=[evaluation, failure])  # fmt: skip
+    with pytest.raises(RuntimeError, match="during training"):
+        trainer.fit(model)
+    assert failure.pid is not None and evaluation._worker is None
+    with pytest.raises(ProcessLookupError):  # ended and reaped
+        os.kill(failure.pid, 0)
