@@ -114,16 +114,18 @@ class SubspaceEvaluation(Callback):
         self._worker.submit(frames, weights)
 
     def _log_finished(self, trainer: Trainer, pl_module: LightningModule, wait: bool) -> None:
-        """Log the oldest background evaluation if it is done (``wait``: once it is)."""
-        if self._worker is None or not self.in_flight:
-            return
-        finished = self._worker.result(block=wait)
-        if finished is None:
-            return
-        frames, results = finished
-        job = self.in_flight.pop(0)
-        assert job["env_steps"] == frames, "the evaluation worker answered out of order"
-        self._record(trainer, pl_module, frames, job["step"], results)
+        """Log the background evaluations that are done, oldest first (``wait``: wait for the
+        oldest and log it alone)."""
+        while self._worker is not None and self.in_flight:
+            finished = self._worker.result(block=wait)
+            if finished is None:
+                return
+            frames, results = finished
+            job = self.in_flight.pop(0)
+            assert job["env_steps"] == frames, "the evaluation worker answered out of order"
+            self._record(trainer, pl_module, frames, job["step"], results)
+            if wait:
+                return
 
     def _record(
         self, trainer: Trainer, pl_module: LightningModule, frames: int, step: int, results: dict
