@@ -190,7 +190,7 @@ class Study:
         bc = self.config["pretrain"]
         scenario = "--model.init_args.scenario.init_args"
         args = [self.python, "-m", "lit_rl.cli", "fit", "--config", "configs/pretrain/nethack.yaml",
-                f"{scenario}.data_dir", str(self.data),
+                f"{scenario}.data_dir", str(self.data), f"{scenario}.size", str(self.scenario_args()["size"]),
                 f"{scenario}.far_dlvl", str(self.scenario_args()["far_dlvl"]),
                 f"{scenario}.max_episode_steps", str(self.scenario_args()["max_episode_steps"]),
                 "--model.init_args.export_policy", str(self.pretrained),
