@@ -40,6 +40,7 @@ def load(run: Path) -> dict:
         "close_return": np.array([e["close"]["return_mean"] for e in history]),
         "pretrained_far": summary.get("pretrained", {}).get("far", {}).get("success_rate"),
         "visit_far": float(np.mean(visits)) if visits else float("nan"),
+        "finished": summary.get("finished", True),  # a run still going writes its summary too
     }
 
 
@@ -111,8 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=Path, nargs="+", required=True)
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
-    finished = [run for run in args.runs if (run / "summary.json").is_file()]
-    runs = [r for r in map(load, finished) if r["method"] != "pretrain"]  # fine-tuning runs only
+    finished = [run for run in args.runs if (run / "summary.json").is_file()]  # fine-tuning, done
+    runs = [r for r in map(load, finished) if r["method"] != "pretrain" and r["finished"]]
     if not runs:
         raise SystemExit(f"error: no finished run (summary.json) among --runs {args.runs[0]} …")
     groups = by_method(runs)
