@@ -98,8 +98,8 @@ def table(groups: dict[str, list[dict]]) -> str:
         lines.append(
             f"| {method} | {len(runs)} | {_stat([r['far'][0] for r in runs])} "
             f"| {_stat([r['far'].min() for r in runs])} | {_stat([r['far'][-1] for r in runs])} "
-            f"| {_stat([r['far'][1:].mean() for r in runs])} | {_stat([r['close_return'][-1] for r in runs])} "
-            f"| {_stat([r['visit_far'] for r in runs])} |"
+            f"| {_stat([r['far'][1:].mean() for r in runs])} "
+            f"| {_stat([r['close_return'][-1] for r in runs])} | {_stat([r['visit_far'] for r in runs])} |"
         )
     episodes = {r["episodes"] for rs in groups.values() for r in rs}
     lines += ["", f"Room-7 success on {', '.join(map(str, sorted(episodes)))} episodes per point; "
