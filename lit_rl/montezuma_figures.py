@@ -74,6 +74,10 @@ def figure(groups: dict[str, list[dict]], out: Path) -> Path:
     ax.set_ylabel("Room-7 success rate")
     ax.set_ylim(-0.05, 1.05)
     ax.legend(fontsize=8)
+    visits = [np.mean([r["visit_far"] for r in runs]) for runs in groups.values()]
+    for i, share in enumerate(visits):
+        bx.text(i, share, f"{share:.1%}", ha="center", va="bottom", fontsize=8)
+    bx.set_ylim(0, max(0.05, 1.25 * max(visits)))
     bx.set_xticks(range(len(groups)), list(groups))
     bx.set_ylabel("share of training frames in Room ≥ 7")
     fig.tight_layout()
