@@ -75,6 +75,10 @@ def condense(message: str) -> str:
 
 def _typed_value_error(message: str) -> str | None:
     key = re.match(r'Parser key "([^"]+)"', message)
+    choice = re.search(r"Expected a typing\.Literal\[(.*?)\]\. Got value: (.*)", message)
+    if key and choice:
+        options = ", ".join(o.strip(" '\"") for o in choice.group(1).split(","))
+        return f"{key.group(1)} = {choice.group(2).strip()} is not accepted: expected one of {options}"
     kind = re.search(r"Not of type (\w+): (.*)", message)
     if not key or not kind:
         return None

@@ -66,6 +66,7 @@ def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
         (["--model.lr", "abc"], ["lr = 'abc' is not accepted: expected a number > 0"]),
         (["--model.gamma", "1.5"], ["gamma = 1.5", "in [0, 1]"]),
         (["--model.num_envs", "-4"], ["num_envs = -4", "integer > 0"]),
+        (["--model.advantage", "foo"], ["advantage = foo is not accepted: expected one of gae, vtrace"]),
         (["--model.pretrained", "missing/apple.pt"], ["not found", "make pretrain"]),
         (["--model.scenario.init_args.policy", "cnn"], ["unknown apple policy"]),
     ],
