@@ -51,6 +51,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lit_rl.training.run_identity import run_state  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 TRACE_FILE = "logistic_actor.json"
 
@@ -136,20 +138,6 @@ def fit_args(
     if budget is not None:
         args += ["--model.budget_frames", str(budget)]
     return args + list(extra)
-
-
-def run_state(run_dir: Path) -> str:
-    """``done`` (finished summary), ``resume`` (a checkpoint to continue) or ``fresh``."""
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        try:
-            if json.loads(summary.read_text()).get("finished"):
-                return "done"
-        except json.JSONDecodeError:
-            pass
-    if (run_dir / "checkpoints" / "last.ckpt").is_file():
-        return "resume"
-    return "fresh"
 
 
 def launch(args: list[str], log: Path, in_process: bool) -> None:

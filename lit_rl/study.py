@@ -16,7 +16,7 @@ stopped when the same command runs again:
    ``<root>/runs/<preset>-<method>-s<seed>``. A run whose ``summary.json`` says ``finished`` is
    skipped; one with a checkpoint is resumed from it (``--ckpt_path last``); any other starts
    afresh (a folder left by an attempt stopped before its first checkpoint is cleared first).
-   ``lit_rl.apple_figures.run_state`` is the one rule for telling these apart.
+   ``lit_rl.training.run_identity.run_state`` is the one rule for telling these apart.
 5. ``report``: ``lit_rl.report`` over the study's runs → ``<root>/reports/`` (tables, the paper's
    Figures 3a, 4 and 5 at this scale).
 
@@ -38,36 +38,26 @@ from pathlib import Path
 
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from lit_rl import report
-from lit_rl.apple_figures import run_state
 from lit_rl.data.record_nethack import record_games, record_start_states
 from lit_rl.evaluation import SubspaceEvaluator, evaluate_episodes
 from lit_rl.scenarios.nethack import NetHack
+from lit_rl.training.run_identity import run_state
 
 STAGES = ("record", "pretrain", "reference", "finetune", "report")
 METHOD_CONFIGS = Path("configs/method")
 
 
-def merge(base: dict, overlay: dict) -> dict:
-    """``overlay`` over ``base``, nested mappings merged key by key (lists replaced)."""
-    out = dict(base)
-    for key, value in overlay.items():
-        out[key] = (
-            merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        )
-    return out
-
-
 def load_config(paths: list[Path]) -> dict:
     """The study settings: the first file overlaid by the next ones (presets hold what differs)."""
-    config: dict = {}
     for path in paths:
         if not path.is_file():
             raise FileNotFoundError(
                 f"study config {path} not found: pass --config configs/study/nethack.yaml"
             )
-        config = merge(config, yaml.safe_load(path.read_text()) or {})
+    config = merge_yaml(paths)
     for key in ("root", "preset", "record", "pretrain", "methods", "seeds"):
         if key not in config:
             raise ValueError(f"study config lacks '{key}': start from configs/study/nethack.yaml")
@@ -118,7 +108,7 @@ class Study:
         self.runs = self.root / "runs"
         self.reports = self.root / "reports"
         self.overrides = self.root / "overrides.yaml"
-        self.env_config = merge(merge_yaml(env_configs(self.preset)), config.get("overrides") or {})
+        self.env_config = merge_yaml(env_configs(self.preset), config.get("overrides") or {})
         self.failed: list[str] = []
 
     # --- bookkeeping ------------------------------------------------------------------------------
@@ -279,12 +269,11 @@ class Study:
         return dict(self.env_config["model"]["scenario"]["init_args"])
 
 
-def merge_yaml(paths: list[Path]) -> dict:
-    """The overlay of YAML configs, as the CLI composes them (nested mappings merged)."""
-    config: dict = {}
-    for path in paths:
-        config = merge(config, yaml.safe_load(path.read_text()) or {})
-    return config
+def merge_yaml(paths: list[Path], *overlays: dict) -> dict:
+    """The YAML configs overlaid in order, then ``overlays``, as the CLI composes them
+    (OmegaConf: nested mappings merged key by key, lists replaced)."""
+    merged = OmegaConf.merge(*(OmegaConf.load(path) for path in paths), *overlays)
+    return OmegaConf.to_container(merged)
 
 
 @torch.no_grad()

@@ -9,7 +9,9 @@ never share a folder, and ``METHOD=ks+bc`` and ``METHOD=bc+ks`` name the same ru
 
 from __future__ import annotations
 
+import json
 from importlib import import_module
+from pathlib import Path
 
 
 def methods_label(names: list[str], pretrained: bool, teacher: bool = False) -> str:
@@ -31,3 +33,17 @@ def default_run_name(preset: str, retention: list[str], seed: int, pretrained: b
 def _import(class_path: str):
     module, _, name = class_path.rpartition(".")
     return getattr(import_module(module), name)
+
+
+def run_state(run_dir: Path) -> str:
+    """``done`` (finished summary), ``resume`` (a checkpoint to continue) or ``fresh``."""
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        try:
+            if json.loads(summary.read_text()).get("finished"):
+                return "done"
+        except json.JSONDecodeError:
+            pass
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return "resume"
+    return "fresh"
