@@ -95,7 +95,7 @@ eval: install ## evaluate a checkpoint on CLOSE and FAR: make eval CKPT=runs/…
 		--config configs/logger/csv.yaml --ckpt_path $(CKPT)
 
 report: install ## aggregate runs/*/summary.json → reports/report.md and PNG plots
-	$(BIN)/python -m lit_rl.report --runs runs --out reports
+	$(BIN)/python -m lit_rl.figures.report --runs runs --out reports
 
 test: install ## run the test suite (slow runs excluded)
 	$(BIN)/pytest -q
@@ -149,13 +149,13 @@ montezuma-demos: install $(MONTEZUMA_POOL) ## Montezuma: the explorer's successf
 
 montezuma-pistar: install $(MONTEZUMA_POOL) ## Montezuma: π* cloned from the demonstrations (+ DAgger) → pretrained/
 	@test -f $(MONTEZUMA_DEMOS)/meta.json || $(MAKE) --no-print-directory montezuma-demos
-	$(BIN)/python -m lit_rl.training.montezuma_clone --demos $(MONTEZUMA_DEMOS) --pool $(MONTEZUMA_POOL) \
+	$(BIN)/python -m lit_rl.pretraining.montezuma_clone --demos $(MONTEZUMA_DEMOS) --pool $(MONTEZUMA_POOL) \
 		--rounds 3 --seed $(SEED) --data-out $(MONTEZUMA_BC) --out $(MONTEZUMA_PISTAR)
 
 # The paper preset's BC data: > 500 episodes of its π* (trained on a GPU machine).
 montezuma-bc-data: install $(MONTEZUMA_POOL) ## Montezuma paper preset: record 512 episodes of π* → data/
 	@test -f pretrained/montezuma_paper.pt || { echo "error: pretrained/montezuma_paper.pt missing: make pretrain ENV=montezuma_paper (GPU)" >&2; exit 2; }
-	$(BIN)/python -m lit_rl.data.montezuma_bc --policy pretrained/montezuma_paper.pt --pool $(MONTEZUMA_POOL) \
+	$(BIN)/python -m lit_rl.recording.montezuma_bc --policy pretrained/montezuma_paper.pt --pool $(MONTEZUMA_POOL) \
 		--episodes 512 --max-episode-steps 4500 --out data/montezuma_paper_bc
 
 montezuma-demo: install montezuma-pretrained ## Montezuma: pool → demonstrations → π* → fine-tune none/BC/EWC
@@ -163,7 +163,7 @@ montezuma-demo: install montezuma-pretrained ## Montezuma: pool → demonstratio
 	$(MAKE) --no-print-directory finetune ENV=montezuma METHOD=ewc SEED=$(SEED) LOGGER=$(LOGGER)
 	$(MAKE) --no-print-directory finetune ENV=montezuma METHOD=none SEED=$(SEED) LOGGER=$(LOGGER)
 	$(MAKE) --no-print-directory report
-	$(BIN)/python -m lit_rl.montezuma_figures --runs runs/montezuma-*-s* --out reports
+	$(BIN)/python -m lit_rl.figures.montezuma --runs runs/montezuma-*-s* --out reports
 
 # --- NetHack chain: record → behavioural cloning → fine-tune → evaluate (docs/nethack.md) -----
 GAMES ?= 16
@@ -195,7 +195,7 @@ nethack-paper-pretrained:
 
 data: install ## record expert games (NLD layout) + FAR start states: make data ENV=nethack GAMES=16 (FAR_DEPTHS=4,8,sokoban)
 	@test "$(ENV)" = nethack || { echo "error: make data records NetHack only: use ENV=nethack" >&2; exit 2; }
-	$(BIN)/python -m lit_rl.data.record_nethack --games $(GAMES) --out data/nethack --seed $(SEED) \
+	$(BIN)/python -m lit_rl.recording.nethack_games --games $(GAMES) --out data/nethack --seed $(SEED) \
 		--far-depths $(FAR_DEPTHS) --far-count $(FAR_COUNT) --max-steps $(GAME_STEPS) \
 		$(if $(FAR_ATTEMPTS),--far-attempts $(FAR_ATTEMPTS))
 
@@ -228,7 +228,7 @@ endif
 .PHONY: apple-figures
 
 apple-figures: install ## AppleRetrieval: forgetting vs corridor length M and scale c (paper Figs 10–11) → reports/
-	$(BIN)/python -m lit_rl.apple_figures --runs runs/apple-figures --out reports
+	$(BIN)/python -m lit_rl.figures.apple --runs runs/apple-figures --out reports
 
 # --- Fault tolerance (docs/clusters.md) ----------------------------------------------------------
 .PHONY: soak

@@ -1,6 +1,6 @@
 """Peak memory of BC replay streaming (`NLDSequences`) over a small and a 10× larger dataset.
 
-The expert's recorded games (`lit_rl.data.record_nethack.record_games`) are indexed once into
+The expert's recorded games (`lit_rl.recording.nethack_games.record_games`) are indexed once into
 `bench/.cache/nld/` and reused by later runs. Each measurement runs in a fresh subprocess that
 imports everything, notes its resident set, resets the kernel's peak mark (VmHWM via
 /proc/self/clear_refs; `ru_maxrss` otherwise), streams `batches` [B, T] batches and reports the peak
@@ -27,8 +27,8 @@ MAX_STEPS = 2000
 
 def prepare(games: int, seed: int = 0, cache: Path = CACHE) -> tuple[Path, list[int]]:
     """Record (once) and index ``games`` expert games; returns the index and its game ids."""
-    from lit_rl.data import nld
-    from lit_rl.data.record_nethack import record_games
+    from lit_rl.datasets import nld
+    from lit_rl.recording.nethack_games import record_games
 
     folder = cache / f"games{games}-steps{MAX_STEPS}-seed{seed}"
     db = folder / "index.db"

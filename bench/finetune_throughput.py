@@ -251,7 +251,7 @@ def nethack_status() -> dict:
     needed = {
         "configs/env/nethack.yaml": "the NetHack env preset",
         "configs/pretrain/nethack.yaml": "the BC pre-training preset",
-        "lit_rl/training/bc_pretrain.py": "BC pre-training",
+        "lit_rl/pretraining/behavioural_cloning.py": "BC pre-training",
         "data/nethack/index.db": "recorded games and FAR start states (`make data ENV=nethack`)",
     }
     missing = [f"{path} ({what})" for path, what in needed.items() if not (ROOT / path).exists()]
@@ -262,7 +262,7 @@ def nethack_status() -> dict:
 
 def pretrain_nethack(workdir: Path, bc_steps: int, log: Path) -> Path:
     """A few BC steps on data/nethack, exported to ``workdir``: enough to time fine-tuning."""
-    from lit_rl.training.bc_pretrain import main as bc_main
+    from lit_rl.pretraining.behavioural_cloning import main as bc_main
 
     policy = workdir / "nethack-pretrained.pt"
     torch.set_num_threads(1)

@@ -5,7 +5,7 @@ stopped when the same command runs again:
 
 1. ``record``: the scripted expert plays ``record.games`` recorded games (BC π*'s data and BC / EWC
    replay's) and then collects ``record.far_count`` replay-verified hand-over states at the preset's
-   ``far_dlvl`` (``lit_rl.data.record_nethack``). Done when ``<data>/study_record.json`` exists; an
+   ``far_dlvl`` (``lit_rl.recording.nethack_games``). Done when ``<data>/study_record.json`` exists; an
    interrupted recording is discarded and recorded again (NLE cannot append to a half-written game).
 2. ``pretrain``: π* by behavioural cloning of those games plus a critic-only warm-up
    (``configs/pretrain/nethack.yaml``). Done when ``<root>/pretrained/<preset>.pt`` exists.
@@ -17,7 +17,7 @@ stopped when the same command runs again:
    skipped; one with a checkpoint is resumed from it (``--ckpt_path last``); any other starts
    afresh (a folder left by an attempt stopped before its first checkpoint is cleared first).
    ``lit_rl.training.run_identity.run_state`` is the one rule for telling these apart.
-5. ``report``: ``lit_rl.report`` over the study's runs → ``<root>/reports/`` (tables, the paper's
+5. ``report``: ``lit_rl.figures.report`` over the study's runs → ``<root>/reports/`` (tables, the paper's
    Figures 3a, 4 and 5 at this scale).
 
 Wall time per stage accumulates across attempts in ``<root>/study_times.json``.
@@ -40,9 +40,9 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from lit_rl import report
-from lit_rl.data.record_nethack import record_games, record_start_states
 from lit_rl.evaluation import SubspaceEvaluator, evaluate_episodes
+from lit_rl.figures import report
+from lit_rl.recording.nethack_games import record_games, record_start_states
 from lit_rl.scenarios.nethack import NetHack
 from lit_rl.training.run_identity import run_state
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lit_rl import apple_figures
+from lit_rl.figures import apple as apple_figures
 
 SMALL = ["--lengths", "4", "6", "--scales", "1.0", "--scale-length", "4", "--pretrain-length", "4"]
 SEEDS = ["--seeds", "0", "1"]

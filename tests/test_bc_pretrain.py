@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from lit_rl.pretraining.behavioural_cloning import BehaviouralCloning
 from lit_rl.scenarios import NetHack
-from lit_rl.training.bc_pretrain import BehaviouralCloning
 
 
 def test_critic_warm_up_trains_the_value_head_alone(tmp_path):

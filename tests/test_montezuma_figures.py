@@ -2,7 +2,7 @@
 
 import json
 
-from lit_rl.montezuma_figures import main
+from lit_rl.figures.montezuma import main
 
 
 def _run(folder, method, seed, far, visits):

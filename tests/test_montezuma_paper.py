@@ -131,7 +131,7 @@ def test_observation_warm_up_in_chunks_equals_one_pass():
 
 
 def test_too_few_demonstrations_is_a_one_line_error(pool_file, tmp_path):  # noqa: F811
-    from lit_rl.data.montezuma_bc import record
+    from lit_rl.recording.montezuma_bc import record
 
     record(Montezuma(pool=str(pool_file), max_episode_steps=3), None, 2, tmp_path / "bc", num_envs=2)
     scenario = Montezuma(pool=str(pool_file), pretraining_data=str(tmp_path / "bc"), min_demonstrations=3)

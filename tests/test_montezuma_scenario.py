@@ -14,11 +14,11 @@ from tensordict.nn import TensorDictModule, TensorDictSequential
 from torchrl.objectives import ClipPPOLoss
 
 from lit_rl.cli import main
-from lit_rl.data.montezuma_bc import record
 from lit_rl.datasets.montezuma_trajectories import load_trajectory_buffer
 from lit_rl.envs.montezuma_states import RAM_LEVEL, RAM_ROOM, StartStatePool, replay
 from lit_rl.models.atari_cnn import TwoValueHeads
 from lit_rl.models.policy_io import save_policy
+from lit_rl.recording.montezuma_bc import record
 from lit_rl.scenarios import Montezuma
 from lit_rl.training.rnd_finetune import RNDFineTuning, _Concat, rnd_path
 from tests.test_montezuma import ROOM7_WALK, _decode

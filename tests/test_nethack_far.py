@@ -23,7 +23,6 @@ from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 
 from lit_rl.cli import main as lit_rl_main
-from lit_rl.data.record_nethack import parse_targets, record_start_states
 from lit_rl.envs.nethack import (
     SOKOBAN_DNUM,
     NetHackBatchEnv,
@@ -32,6 +31,7 @@ from lit_rl.envs.nethack import (
     load_start_states,
 )
 from lit_rl.evaluation import evaluate_episodes
+from lit_rl.recording.nethack_games import parse_targets, record_start_states
 from lit_rl.scenarios.nethack import NetHack
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,10 +11,10 @@ import torch
 from lightning import Trainer
 
 from lit_rl.cli import main as lit_rl_main
-from lit_rl.data.record_nethack import record_games, record_start_states
 from lit_rl.models.policy_io import load_policy
+from lit_rl.pretraining.behavioural_cloning import BehaviouralCloning
+from lit_rl.recording.nethack_games import record_games, record_start_states
 from lit_rl.scenarios.nethack import NetHack, read_start_states
-from lit_rl.training.bc_pretrain import BehaviouralCloning
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_ACTIONS = 121

@@ -9,9 +9,9 @@ import pytest
 import torch
 from nle import nethack
 
-from lit_rl.data.record_nethack import record_games
 from lit_rl.datasets import nld
 from lit_rl.experts.nethack_expert import NetHackExpert, make_env
+from lit_rl.recording.nethack_games import record_games
 
 # Keys NLE presses itself: --More-- (space), declined prompts (ESC), quitting at the cap (M-q y).
 ENV_KEYS = {int(nld.KEYPRESS_TO_ACTION[k]) for k in (ord(" "), 27, int(nethack.Command.QUIT), ord("y"))}

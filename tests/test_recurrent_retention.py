@@ -18,8 +18,8 @@ from tensordict import TensorDict
 from tensordict.nn import TensorDictSequential
 from torchrl.collectors import Collector
 
-from lit_rl.data.record_nethack import record_games
 from lit_rl.datasets.nld import build_index
+from lit_rl.recording.nethack_games import record_games
 from lit_rl.retention import BehaviouralCloningReplay, RetentionContext, teacher_student_kl
 from lit_rl.retention.base import policy_logits, sequence_model
 from lit_rl.scenarios import NetHack

@@ -13,7 +13,7 @@ import pytest
 
 from callbacks.run_summary import RunSummary, curve_stats, transfer
 from callbacks.subspace_evaluation import SubspaceEvaluation
-from lit_rl import report
+from lit_rl.figures import report
 
 
 def history(close: list[float], far: list[float], every: int = 1000) -> list[dict]:
@@ -147,7 +147,7 @@ def test_report_groups_by_preset_averages_seeds_and_skips_pretraining(tmp_path):
 def test_training_visitation_sums_episodes_over_windows(tmp_path):
     """Episode shares are Σ episodes reaching Dlvl ≥ k / Σ ended episodes over all logged windows
     (a window with no ended episode counts nothing), and the FAR frame share is the mean."""
-    from lit_rl.report import training_visitation
+    from lit_rl.figures.report import training_visitation
 
     metrics = tmp_path / "metrics.csv"
     metrics.write_text(

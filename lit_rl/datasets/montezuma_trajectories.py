@@ -1,4 +1,4 @@
-"""π*'s recorded Montezuma trajectories (written by ``lit_rl.data.montezuma_bc``), read back as a
+"""π*'s recorded Montezuma trajectories (written by ``lit_rl.recording.montezuma_bc``), read back as a
 uniformly sampled TorchRL replay buffer for BC replay and EWC's Fisher."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 (Ecoffet et al. 2021): the explorer finds, from each start state of the FAR pool, action sequences
 that succeed in Room 7 (a reward, a new item, or leaving by a passage other than the entrance:
 the env's ``far_success``), and π* learns them by behavioural cloning
-(``lit_rl.training.montezuma_clone``). The same frames are the BC-replay data of fine-tuning.
+(``lit_rl.pretraining.montezuma_clone``). The same frames are the BC-replay data of fine-tuning.
 
 A demonstration is (start state, actions): the start state is a pool state, restored as
 ``MontezumaEnv`` restores it (one NOOP frame renders it), and the actions replay deterministically

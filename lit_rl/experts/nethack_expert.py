@@ -2,7 +2,7 @@
 
 It stands in for AutoAscend (the paper's teacher, section 3): it plays the stock NLE game as the
 Human Monk well enough to reach Dlvl 4 often, so the project can record its own demonstrations
-(`lit_rl.data.record_nethack`) and build FAR start states (`StartState`: seeds plus key prefix).
+(`lit_rl.recording.nethack_games`) and build FAR start states (`StartState`: seeds plus key prefix).
 With `seek_sokoban` it also looks for Sokoban, the paper's third hand-over: NetHack's
 dat/dungeon.def puts the Oracle on Dlvl 5-9 and Sokoban's entrance, an up staircase, on the level
 below it (Dlvl 6-10); Sokoban's first level is one above that level. The expert then keeps out of

@@ -1,7 +1,7 @@
 """NetHack as a scenario (paper section 3): CLOSE = a new game, FAR = hand-overs deeper down.
 
 ``far`` episodes replay the expert's recorded start states at Dlvl >= ``far_dlvl``
-(``start_states_dlvl<N>.json`` written by ``lit_rl.data.record_nethack --far-depths``), so the
+(``start_states_dlvl<N>.json`` written by ``lit_rl.recording.nethack_games --far-depths``), so the
 agent plays on from the depth the expert reached; an episode's return is the score gained after the
 hand-over. ``far_levels`` adds more hand-overs as subspaces of their own, as the paper evaluates
 Dlvl 4, Dlvl 8 and Sokoban: ``dlvl<k>`` (``start_states_dlvl<k>.json``) and ``sokoban``
@@ -36,7 +36,7 @@ from lit_rl.scenarios.base import Policy, Scenario
 def read_start_states(path: str | Path) -> list[StartState]:
     """Start states from a recorder file, loaded as saved: ``NetHackBatchEnv`` replays them verbatim.
 
-    ``lit_rl.data.record_nethack`` writes raw-key prefixes (every key NetHack received, the space /
+    ``lit_rl.recording.nethack_games`` writes raw-key prefixes (every key NetHack received, the space /
     ESC that NLE's gym env pressed by itself included) under a ``"format": "raw_keys"`` mark, each
     checked by a batch-env replay when recorded. Older files (a plain list of the expert's gym-env
     actions) are not converted: loading one raises a one-line ValueError asking to re-record it

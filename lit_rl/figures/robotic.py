@@ -1,7 +1,7 @@
 """RoboticSequence figures (paper §5b): success per stage over fine-tuning, and the 2-D PCA of the
 log-likelihood vectors of π*'s own push-wall transitions under each run's policy over training.
 
-    python -m lit_rl.robotic_figures --runs runs/robotic-none-s0 runs/robotic-bc-s0 … --out docs/
+    python -m lit_rl.figures.robotic --runs runs/robotic-none-s0 runs/robotic-bc-s0 … --out docs/
 
 reads each run folder's ``summary.json`` (``eval_history``) and ``loglik/<frames>.pt`` (written by
 ``SACFineTuning`` every ``loglik_every_frames``) and writes ``robotic_success.png``,

@@ -6,7 +6,7 @@ reopens it (``lit_rl.datasets.montezuma_trajectories``) as the replay buffer BC 
 (``model.scenario.init_args.pretraining_data: <folder>``).
 Command line::
 
-    python -m lit_rl.data.montezuma_bc --policy pretrained/montezuma.pt \
+    python -m lit_rl.recording.montezuma_bc --policy pretrained/montezuma.pt \
         --pool pools/montezuma_room7.pt --episodes 16 --out data/montezuma_bc
 """
 
@@ -86,7 +86,7 @@ def record(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Record π*'s episodes from the Room-7 pool for BC replay."""
-    parser = argparse.ArgumentParser(prog="python -m lit_rl.data.montezuma_bc", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lit_rl.recording.montezuma_bc", description=main.__doc__)
     parser.add_argument("--policy", default="pretrained/montezuma.pt", help="exported π*")
     parser.add_argument("--pool", default="pools/montezuma_room7.pt", help="FAR start states")
     parser.add_argument("--episodes", type=int, default=16)

@@ -3,7 +3,7 @@ pool's start states over fine-tuning from Room 1, one curve per method (mean ove
 thin), with π*'s own success as the dashed level; beside it the share of training frames spent in
 Room 7 or beyond (the paper's "rooms visited": FAR goes unvisited, so nothing there is retrained).
 
-    python -m lit_rl.montezuma_figures --runs runs/montezuma-*-s* --out docs/
+    python -m lit_rl.figures.montezuma --runs runs/montezuma-*-s* --out docs/
 
 reads each run folder's ``summary.json`` (``eval_history``, ``pretrained``) and ``metrics.csv``
 (``train/visit/far``) and writes ``montezuma_forgetting.png`` and ``montezuma_table.md``.

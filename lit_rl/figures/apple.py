@@ -53,7 +53,7 @@ import numpy as np  # noqa: E402
 
 from lit_rl.training.run_identity import run_state  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRACE_FILE = "logistic_actor.json"
 
 # The project's own choices (the paper publishes none of them); see docs/apple.md.

@@ -12,7 +12,7 @@ plays π* from the pool under sticky actions, keeps states it reached in Room 7 
 asks the explorer for a successful continuation from each (a demonstration from where π* actually
 goes, as DAgger's expert labels the learner's states) and clones again on everything.
 
-    python -m lit_rl.training.montezuma_clone --demos data/montezuma_demos --rounds 3 \
+    python -m lit_rl.pretraining.montezuma_clone --demos data/montezuma_demos --rounds 3 \
         --data-out data/montezuma_bc --out pretrained/montezuma.pt         (make montezuma-pistar)
 
 Everything π* was cloned on (the explorer's demonstrations and the DAgger rounds') is written to
@@ -102,7 +102,7 @@ def reached_states(
 def main(argv: Sequence[str] | None = None) -> int:
     """Clone π* on the demonstrations (with DAgger rounds), evaluate it on Room 7, export it."""
     parser = argparse.ArgumentParser(
-        prog="python -m lit_rl.training.montezuma_clone", description=main.__doc__
+        prog="python -m lit_rl.pretraining.montezuma_clone", description=main.__doc__
     )
     parser.add_argument("--demos", type=Path, default=Path("data/montezuma_demos"), help="explorer's")
     parser.add_argument("--data-out", type=Path, default=Path("data/montezuma_bc"), help="cloned on")

@@ -2,7 +2,8 @@
 actor (`SACFineTuning`'s networks) cloned by maximum likelihood from Meta-World's noisy scripted
 experts on the last two stages, exported in π*'s format (policy file + replay transitions file).
 
-    python -m lit_rl.robotic_clone --frames 20000 --updates 4000 --out runs/robotic-work/pistar_clone.pt
+    python -m lit_rl.pretraining.robotic_clone --frames 20000 --updates 4000 \
+        --out runs/robotic-work/pistar_clone.pt
 
 Not the paper's π* (SAC trained to 100 %): the "replay buffer" is the experts' transitions it was
 cloned from, and the critics stay at their initialisation unless ``--critic-updates`` > 0, which

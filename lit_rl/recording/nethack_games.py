@@ -11,8 +11,8 @@ states on Sokoban's first level (the expert then seeks Sokoban's entrance below 
 How often the expert got there is written to `OUT/start_states_report.json` (games tried, states
 per target, expert steps, wall time).
 
-    python -m lit_rl.data.record_nethack --games 20 --out data/nethack --seed 0 --far-depths 2,4
-    python -m lit_rl.data.record_nethack --games 0 --out data/nethack --far-depths 4,8,sokoban \
+    python -m lit_rl.recording.nethack_games --games 20 --out data/nethack --seed 0 --far-depths 2,4
+    python -m lit_rl.recording.nethack_games --games 0 --out data/nethack --far-depths 4,8,sokoban \
         --far-count 200 --far-attempts 2000 --max-steps 20000
 """
 

@@ -1,1 +1,0 @@
-"""Datasets: NetHack Learning Dataset ingestion and the expert-demonstration recorder."""
