@@ -209,13 +209,16 @@ nethack-demo: install ## the whole small NetHack chain on CPU (data, BC π*, fin
 	$(MAKE) --no-print-directory finetune ENV=nethack METHOD=$(NETHACK_DEMO_METHOD) SEED=$(SEED) LOGGER=csv $(if $(STEPS),STEPS=$(STEPS))
 	$(MAKE) --no-print-directory report
 
-# The laptop study (issue 15, docs/nethack.md): record → BC π* → Dlvl-4 states → none/bc/ks/ewc × 2
-# seeds → random-policy reference → report, all under studies/nethack/. Resumable: rerun to continue.
-STUDY ?= configs/study/nethack.yaml
+# The laptop studies, resumable (rerun to continue), everything under studies/<env>/:
+#  ENV=nethack (issue 15, docs/nethack.md): record → BC π* → Dlvl-4 states → none/bc/ks/ewc × 2 seeds
+#  ENV=minihack (issue 23, docs/minihack.md): FAR hand-overs → RL π* → none/ks/bc/ewc × 3 seeds
+#  → random-policy reference → report.
+STUDY_ENVS := nethack minihack
+STUDY ?= configs/study/$(ENV).yaml
 .PHONY: study
 
-study: install ## NetHack laptop study, resumable: make study ENV=nethack [STUDY=configs/study/nethack.yaml]
-	@test "$(ENV)" = nethack || { echo "error: make study runs the NetHack study only: use ENV=nethack" >&2; exit 2; }
+study: install ## laptop study, resumable: make study ENV=nethack|minihack [STUDY=configs/study/<env>.yaml]
+	@test -n "$(filter $(ENV),$(STUDY_ENVS))" || { echo "error: make study runs ENV=nethack or ENV=minihack, not '$(ENV)'" >&2; exit 2; }
 	$(BIN)/python -m lit_rl.study --config $(STUDY)
 
 ifeq ($(ENV),nethack)

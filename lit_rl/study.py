@@ -1,4 +1,8 @@
-"""``make study ENV=nethack``: the NetHack forgetting study as one resumable command (issue 15).
+"""``make study ENV=<nethack|minihack>``: a forgetting study as one resumable command (issues 15, 23).
+
+The NetHack study (``configs/study/nethack.yaml``) records an expert and clones π*; the MiniHack
+study (``configs/study/minihack.yaml``, docs/minihack.md) walks FAR hand-overs and trains π* by RL.
+The stages below are the NetHack study's; the MiniHack study's differ in two (``MINIHACK_STAGES``).
 
 Stages, each skipped when its product is already there, so a stopped study continues where it
 stopped when the same command runs again:
@@ -20,9 +24,16 @@ stopped when the same command runs again:
 5. ``report``: ``lit_rl.figures.report`` over the study's runs → ``<root>/reports/`` (tables, the paper's
    Figures 3a, 4 and 5 at this scale).
 
+The MiniHack study's ``record`` writes ``record.far_count`` FAR hand-overs of the scripted walker,
+each replay-checked, to ``<data>/start_states_far.json``; its ``pretrain`` is PPO from those FAR
+starts (``configs/pretrain/minihack.yaml``, ``pretrain.frames``), a run like the fine-tuning runs
+(resumed from its checkpoint), whose π* is kept only if its last FAR success is at least
+``pretrain.min_far_success``; its ``report`` adds the phase figures (``lit_rl.figures.minihack``).
+
 Wall time per stage accumulates across attempts in ``<root>/study_times.json``.
 
     python -m lit_rl.study --config configs/study/nethack.yaml [--config <overlay>.yaml]
+    python -m lit_rl.study --config configs/study/minihack.yaml
 """
 
 from __future__ import annotations
@@ -40,14 +51,20 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
+from lit_rl.envs.minihack import make_far_start_states, save_start_states
 from lit_rl.evaluation import SubspaceEvaluator, evaluate_episodes
+from lit_rl.figures import minihack as minihack_figures
 from lit_rl.figures import report
 from lit_rl.recording.nethack_games import record_games, record_start_states
+from lit_rl.scenarios.minihack import MiniHack
 from lit_rl.scenarios.nethack import NetHack
 from lit_rl.training.run_identity import run_state
 
 STAGES = ("record", "pretrain", "reference", "finetune", "report")
 METHOD_CONFIGS = Path("configs/method")
+#: the scenarios a study runs (a preset's first word), and the MiniHack study's own stage settings
+SCENARIOS = ("nethack", "minihack")
+MINIHACK_STAGES = {"record": ("far_count", "seed"), "pretrain": ("frames", "min_far_success")}
 
 
 def load_config(paths: list[Path]) -> dict:
@@ -61,6 +78,13 @@ def load_config(paths: list[Path]) -> dict:
     for key in ("root", "preset", "record", "pretrain", "methods", "seeds"):
         if key not in config:
             raise ValueError(f"study config lacks '{key}': start from configs/study/nethack.yaml")
+    scenario = str(config["preset"]).split("_")[0]
+    if scenario not in SCENARIOS:
+        raise ValueError(f"study preset {config['preset']!r}: studies run {', '.join(SCENARIOS)} presets")
+    for stage, keys in MINIHACK_STAGES.items() if scenario == "minihack" else ():
+        missing = [k for k in keys if k not in config[stage]]
+        if missing:
+            raise ValueError(f"study config's {stage} lacks {missing}: see configs/study/minihack.yaml")
     unknown = [m for m in config["methods"] if m != "none" and not (METHOD_CONFIGS / f"{m}.yaml").is_file()]
     if unknown:
         raise ValueError(
@@ -102,6 +126,7 @@ class Study:
         self.config = config
         self.root = Path(config["root"])
         self.preset = config["preset"]
+        self.scenario = self.preset.split("_")[0]
         self.python = python
         self.data = self.root / "data"
         self.pretrained = self.root / "pretrained" / f"{self.preset}.pt"
@@ -156,6 +181,8 @@ class Study:
         if marker.is_file():
             self.log(f"record: done ({marker})")
             return False
+        if self.scenario == "minihack":
+            return self.record_minihack(marker)
         shutil.rmtree(self.data, ignore_errors=True)  # a half-recorded game cannot be continued
         rec = self.config["record"]
         self.log(f"record: {rec['games']} expert games, then {rec['far_count']} hand-over states")
@@ -171,10 +198,26 @@ class Study:
         marker.write_text(json.dumps({"games": games, "start_states": states}, indent=1))
         return True
 
+    def record_minihack(self, marker: Path) -> bool:
+        """FAR hand-overs of the scripted walker, each replayed once to check it lands in FAR."""
+        rec = self.config["record"]
+        self.log(f"record: {rec['far_count']} FAR hand-overs of the scripted walker")
+        self.data.mkdir(parents=True, exist_ok=True)
+        states = make_far_start_states(rec["far_count"], rec["seed"])
+        save_start_states(self.far_states_file, states)
+        marker.write_text(json.dumps({"start_states": len(states), "file": str(self.far_states_file)}))
+        return True
+
+    @property
+    def far_states_file(self) -> Path:
+        return self.data / "start_states_far.json"
+
     def pretrain(self) -> bool:
         if self.pretrained.is_file():
             self.log(f"pretrain: done ({self.pretrained})")
             return False
+        if self.scenario == "minihack":
+            return self.pretrain_minihack()
         run_dir = self.runs / f"{self.preset}-pretrain-s{self.config['record']['seed']}"
         shutil.rmtree(run_dir, ignore_errors=True)  # BC keeps no checkpoint: an interrupted one restarts
         bc = self.config["pretrain"]
@@ -192,12 +235,43 @@ class Study:
             self.failed.append(f"pretrain (log: {log})")
         return True
 
+    def pretrain_minihack(self) -> bool:
+        """π* by PPO from FAR starts, a resumable run; exported beside the final path and moved
+        there only when its last FAR success reaches ``pretrain.min_far_success``."""
+        settings = self.config["pretrain"]
+        seed = self.config["record"]["seed"]
+        run_dir = self.runs / f"{self.preset}-pretrain-s{seed}"
+        candidate = self.pretrained.with_suffix(".candidate.pt")
+        state = run_state(run_dir)
+        if state != "done":
+            if state == "fresh":
+                shutil.rmtree(run_dir, ignore_errors=True)
+            options = ["--model.budget_frames", str(settings["frames"])]
+            options += ["--model.export_policy", str(candidate)]
+            args = self.fit_args(
+                [Path("configs/pretrain/minihack.yaml")], options, seed, run_dir, state == "resume"
+            )
+            log = self.log_file(run_dir.name)
+            if self.sh(args, log) != 0 or run_state(run_dir) != "done":
+                self.failed.append(f"pretrain (log: {log})")
+                return True
+        success = json.loads((run_dir / "summary.json").read_text())["eval"]["far"]["success_rate"]
+        if success < settings["min_far_success"] or not candidate.is_file():
+            self.failed.append(
+                f"pretrain (π*'s FAR success {success:.2f} < pretrain.min_far_success "
+                f"{settings['min_far_success']}: raise pretrain.frames and delete {run_dir})"
+            )
+            return True
+        self.log(f"pretrain: π*'s FAR success {success:.2f}")
+        candidate.replace(self.pretrained)
+        return True
+
     def reference(self) -> bool:
         path = self.runs / "references.json"
         if path.is_file():
             self.log(f"reference: done ({path})")
             return False
-        scenario = NetHack(**{**self.scenario_args(), "data_dir": str(self.data)})
+        scenario = self.make_scenario()
         model = self.env_config["model"]
         evaluator = SubspaceEvaluator(model["eval_episodes"], model.get("eval_seed", 10_000))
         self.log(f"reference: a random policy, {evaluator.episodes} episodes per subspace")
@@ -250,23 +324,43 @@ class Study:
     def finetune_args(self, method: str, seed: int, run_dir: Path, resume: bool) -> list[str]:
         own = self.config.get("method_dirs") or []
         methods = [method_config(self.preset, method, own)] if method != "none" else []
-        configs = [*env_configs(self.preset), *methods, Path("configs/trainer/cpu.yaml"),
+        return self.fit_args(methods, ["--model.pretrained", str(self.pretrained)], seed, run_dir, resume)
+
+    def fit_args(
+        self, extra: list[Path], options: list[str], seed: int, run_dir: Path, resume: bool
+    ) -> list[str]:
+        """``lit-rl fit`` over the preset's chain, ``extra`` configs, the CPU trainer, the CSV
+        logger and the study's overrides, with the study's data, ``options``, seed and run folder."""
+        configs = [*env_configs(self.preset), *extra, Path("configs/trainer/cpu.yaml"),
                    Path("configs/logger/csv.yaml"), self.overrides]  # fmt: skip
         args = [self.python, "-m", "lit_rl.cli", "fit"]
         for path in configs:
             args += ["--config", str(path)]
-        args += ["--model.scenario.init_args.data_dir", str(self.data),
-                 "--model.pretrained", str(self.pretrained),
-                 "--seed_everything", str(seed), "--run_dir", str(run_dir)]  # fmt: skip
+        args += [*self.data_args(), *options, "--seed_everything", str(seed), "--run_dir", str(run_dir)]
         return args + (["--ckpt_path", "last"] if resume else [])
 
     def report(self) -> bool:
         path = report.write_report(self.runs, self.reports)
+        if self.scenario == "minihack":
+            minihack_figures.write_figures(self.runs, self.reports, self.preset)
         self.log(f"report: {path}")
         return True
 
     def scenario_args(self) -> dict:
         return dict(self.env_config["model"]["scenario"]["init_args"])
+
+    def data_args(self) -> list[str]:
+        """Where the study's recorded data is, for every run's scenario: NetHack's data folder,
+        MiniHack's FAR hand-over file."""
+        if self.scenario == "minihack":
+            return ["--model.scenario.init_args.start_states", str(self.far_states_file)]
+        return ["--model.scenario.init_args.data_dir", str(self.data)]
+
+    def make_scenario(self):
+        """The study's scenario with its data (the reference policy's evaluation plays it)."""
+        if self.scenario == "minihack":
+            return MiniHack(**{**self.scenario_args(), "start_states": str(self.far_states_file)})
+        return NetHack(**{**self.scenario_args(), "data_dir": str(self.data)})
 
 
 def merge_yaml(paths: list[Path], *overlays: dict) -> dict:
