@@ -51,7 +51,8 @@ def test_minihack_draws_the_designed_level_where_the_phase_test_expects_it():
     for game in range(2):
         rows = screen(td, game)
         for y in range(5):  # the lit start room and its doorway, as drawn
-            drawn = rows[ORIGIN[1] + 1 + y][ORIGIN[0] + 5 : ORIGIN[0] + 10].replace("@", ".").replace("<", ".")
+            drawn = rows[ORIGIN[1] + 1 + y][ORIGIN[0] + 5 : ORIGIN[0] + 10]
+            drawn = drawn.replace("@", ".").replace("<", ".")
             assert drawn == MAP[y][5:10], (y, drawn)
         x, y = hero(td, game)
         assert 6 <= x <= 8 and 1 <= y <= 3

@@ -1,9 +1,10 @@
 """The two-phase MiniHack level (docs/minihack.md): one des-file map, its phases and a scripted walker.
 
 CLOSE: a lit 3 × 3 start room, then an unlit 1-wide corridor (south, east, south) to the doorway of
-the FAR room (the first design's corridor was twice as long: docs/minihack.md says why it changed). FAR: the lit 8 × 2 room beyond, entered at its east end, with the down staircase in
-its west corner. ``MAP`` is the one source: the des file MiniHack compiles is built from it, and so
-are the phase test and the walker's shortest path, so they cannot drift apart.
+the FAR room (the first design's corridor was twice as long: docs/minihack.md says why it changed).
+FAR: the lit 8 × 2 room beyond, entered at its east end, with the down staircase in its west corner.
+``MAP`` is the one source: the des file MiniHack compiles is built from it, and so are the phase
+test and the walker's shortest path, so they cannot drift apart.
 
 Coordinates: ``(x, y)`` in the map's own frame (column, row of ``MAP``). NetHack centres the map
 (``GEOMETRY:center,center``), so the hero's blstats position is the map position plus ``ORIGIN``,
