@@ -9,8 +9,9 @@ set (indices of ``nle.nethack.ACTIONS``, ScaledNet's output); the scenario's pol
 ``MOVE_ACTIONS`` (MiniHack's navigation set), and ``rand_action`` draws from those too.
 
 Every episode is seeded like ``NetHackBatchEnv``'s (core and display seeds from ``(seed, game,
-episode)``), so a position is a portable ``MiniHackStartState``: the seeds plus the keys that led
-there. FAR episodes replay one (NLE has no save), and the replay must end in the FAR room.
+episode)``, the moon phase fixed rather than read off the calendar), so a position is a portable
+``MiniHackStartState``: the seeds plus the keys that led there. FAR episodes replay one (NLE has no
+save), and the replay must end in the FAR room.
 
 Keys (batch ``[N]``): ``tty_chars``, ``tty_colors``, ``tty_cursor``, ``prev_action`` (as NetHack);
 ``phase`` (0 CLOSE, 1 FAR: the hero stands in the FAR room); per-episode running values
@@ -166,8 +167,8 @@ class MiniHackBatchEnv(EnvBase):
         self.start_states = list(start_states) if start_states is not None else None
         self.training_reward, self.far_bonus = training_reward, far_bonus
         self.games = [
-            gym.make(ENV_ID, observation_keys=_OBSERVATION_KEYS, actions=nethack.ACTIONS,
-                     character=character, allow_all_yn_questions=True).unwrapped
+            gym.make(ENV_ID, observation_keys=_OBSERVATION_KEYS, actions=nethack.ACTIONS, character=character,
+                     allow_all_yn_questions=True, fix_moon_phase=True).unwrapped
             for _ in range(num_games)
         ]  # fmt: skip
         rows, cols = TERMINAL_SHAPE

@@ -80,7 +80,8 @@ def plot_phases(groups: dict[str, list[dict]], references: dict, preset: str, ou
     for ax, (title, subspace, metric) in zip(axes, PANELS):
         for method, runs in groups.items():
             frames, mean, low, high = band([metric_curve(r, subspace, metric) for r in runs])
-            (line,) = ax.plot(frames, mean, marker="o", markersize=3, label=f"{method} ({len(runs)} seeds)")
+            label = f"{method} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+            (line,) = ax.plot(frames, mean, marker="o", markersize=3, label=label)
             ax.fill_between(frames, low, high, alpha=0.15, color=line.get_color())
         star = [r["pretrained"][subspace][metric] for r in every_run if r.get("pretrained")]
         if star:
