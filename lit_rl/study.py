@@ -16,7 +16,8 @@ stopped when the same command runs again:
 3. ``reference``: a uniformly random policy through the same evaluator, episodes, seed and
    subspaces as the runs (``<root>/runs/references.json``), the floor π* must clear on CLOSE and
    FAR; π*'s own values are every run's frame-0 evaluation.
-4. ``finetune``: every method × seed with ``lit-rl fit`` (``jobs`` at a time) into
+4. ``finetune``: every seed × method with ``lit-rl fit`` (``jobs`` at a time, every method of a
+   seed before the next seed) into
    ``<root>/runs/<preset>-<method>-s<seed>``. A run whose ``summary.json`` says ``finished`` is
    skipped; one with a checkpoint is resumed from it (``--ckpt_path last``); any other starts
    afresh (a folder left by an attempt stopped before its first checkpoint is cleared first).
@@ -286,8 +287,9 @@ class Study:
 
     def finetune(self) -> bool:
         todo = []
-        for method in self.config["methods"]:
-            for seed in self.config["seeds"]:
+        # seed by seed: a study stopped early has every method at its first seeds
+        for seed in self.config["seeds"]:
+            for method in self.config["methods"]:
                 run_dir = self.runs / f"{self.preset}-{method}-s{seed}"
                 state = run_state(run_dir)
                 if state == "done":
