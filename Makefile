@@ -36,7 +36,7 @@ RUN_CONFIGS = --config configs/base.yaml $(if $(filter-out $(ENV),$(ENV_BASE)),-
 TRAINER_CONFIGS = --config configs/trainer/cpu.yaml \
 	$(if $(filter-out 1,$(DEVICES)),--config configs/trainer/ddp.yaml --trainer.devices $(DEVICES)) \
 	--config configs/logger/$(LOGGER).yaml
-COMMON_ARGS = --seed_everything $(SEED) $(if $(STEPS),--model.budget_frames $(STEPS)) \
+COMMON_ARGS = --seed_everything $(SEED) $(if $(STEPS),--model.budget.frames $(STEPS)) \
 	$(if $(RESUME),--ckpt_path last)
 PRETRAINED := pretrained/$(ENV).pt
 

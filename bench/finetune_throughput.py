@@ -36,7 +36,7 @@ from torchrl.envs import EnvBase
 
 from callbacks.subspace_evaluation import SubspaceEvaluation
 from lit_rl.cli import main as cli_main
-from lit_rl.training.finetune import PPOFineTuning
+from lit_rl.training.ppo import PPOFineTuning
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINER = ["--config", "configs/trainer/cpu.yaml", "--config", "configs/logger/csv.yaml"]
@@ -129,7 +129,7 @@ def pretrain_apple(workdir: Path, budget: int, log: Path) -> Path:
     _cli([
         "fit", "--config", "configs/base.yaml", "--config", "configs/env/apple.yaml",
         "--config", "configs/pretrain/apple.yaml", *TRAINER,
-        "--model.export_policy", str(policy), "--model.budget_frames", str(budget),
+        "--model.export.policy", str(policy), "--model.budget.frames", str(budget),
         "--run_dir", str(workdir / "pretrain"),
     ], log)
     # fmt: on
@@ -229,7 +229,7 @@ def run(budget: int = 200_000, pretrain_budget: int = 400_000, ceiling_seconds: 
         apple = finetune([
             "fit", "--config", "configs/base.yaml", "--config", "configs/env/apple.yaml",
             "--config", "configs/method/ewc.yaml", *TRAINER,
-            "--model.pretrained", str(policy), "--model.budget_frames", str(budget),
+            "--model.pretrained", str(policy), "--model.budget.frames", str(budget),
         ], workdir / "finetune-apple-ewc", log)
         # fmt: on
         apple["pretrain_s"] = pretrain_s
@@ -268,7 +268,7 @@ def pretrain_nethack(workdir: Path, bc_steps: int, log: Path) -> Path:
     torch.set_num_threads(1)
     # fmt: off
     args = [
-        "fit", "--config", "configs/pretrain/nethack.yaml", "--model.export_policy", str(policy),
+        "fit", "--config", "configs/pretrain/nethack.yaml", "--model.export.policy", str(policy),
         "--model.refresh_index", "false", "--trainer.max_steps", str(bc_steps),
         "--run_dir", str(workdir / "pretrain-nethack"),
     ]
@@ -289,7 +289,7 @@ def nethack_ks(workdir: Path, log: Path, bc_steps: int = 5, budget: int = 2048) 
     result = finetune([
         "fit", "--config", "configs/base.yaml", "--config", "configs/env/nethack.yaml",
         "--config", "configs/method/ks.yaml", *TRAINER,
-        "--model.pretrained", str(policy), "--model.budget_frames", str(budget),
+        "--model.pretrained", str(policy), "--model.budget.frames", str(budget),
     ], workdir / "finetune-nethack-ks", log)
     # fmt: on
     result.update(status="done", pretrain_s=pretrain_s, bc_steps=bc_steps)
@@ -312,7 +312,7 @@ if __name__ == "__main__":
 
 def evaluation_overlap(apple_budget: int = 200_000, nethack_budget: int = 4096, workdir=None) -> dict:
     """Issue 14.3: the same ``lit-rl fit`` with its evaluations in the training process and in the
-    background (``model.eval_background``), side by side, each in its own process: Apple EWC from
+    background (``model.evaluation.background``), side by side, each in its own process: Apple EWC from
     a briefly pre-trained π* (its preset's evaluation: 256 episodes every 50k frames) and NetHack
     none from a randomly initialised tiny π* (its CPU preset: 8 episodes every 2,048 frames, FAR
     from the shipped Dlvl-4 start states). Wall times are whole processes (start-up, π*'s
@@ -340,10 +340,10 @@ def evaluation_overlap(apple_budget: int = 200_000, nethack_budget: int = 4096, 
         cases = {
             "apple": [*base, "--config", "configs/env/apple.yaml", "--config", "configs/method/ewc.yaml",
                       *TRAINER, "--model.pretrained", str(apple_policy),
-                      "--model.budget_frames", str(apple_budget)],
+                      "--model.budget.frames", str(apple_budget)],
             "nethack": [*base, "--config", "configs/env/nethack.yaml", *TRAINER,
                         "--model.pretrained", str(nethack_policy),
-                        "--model.budget_frames", str(nethack_budget),
+                        "--model.budget.frames", str(nethack_budget),
                         "--model.scenario.init_args.far_dlvl", "4",
                         "--model.scenario.init_args.start_states", "tests/data/start_states_dlvl4.json"],
         }
@@ -354,7 +354,7 @@ def evaluation_overlap(apple_budget: int = 200_000, nethack_budget: int = 4096, 
             for mode in ("foreground", "background"):
                 run_dir = workdir / f"{name}-{mode}"
                 flag = "true" if mode == "background" else "false"
-                command = [sys.executable, "-m", "lit_rl.cli", *args, "--model.eval_background", flag,
+                command = [sys.executable, "-m", "lit_rl.cli", *args, "--model.evaluation.background", flag,
                            "--run_dir", str(run_dir)]  # fmt: skip
                 load = os.getloadavg()[0]
                 start = time.perf_counter()

@@ -43,7 +43,7 @@ def raw_vector_batches(num_envs: int, seed: int) -> Iterator[int]:
 
 def collector_batches(num_envs: int, seed: int, backend: str, workers: int) -> Iterator[int]:
     """Random-policy `Collector` over `MontezumaEnv`; `workers` > 1 runs collector processes the
-    way fine-tuning does with ``model.collector_workers`` (synchronous, envs side by side)."""
+    way fine-tuning does with ``model.collection.workers`` (synchronous, envs side by side)."""
 
     def make_env() -> MontezumaEnv:
         torch.set_num_threads(1)

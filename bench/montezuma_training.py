@@ -26,6 +26,8 @@ import numpy as np
 import torch
 
 from bench.montezuma_collection import raw_vector_batches
+from lit_rl.training.ppo import Advantage, Optimisation, PPOLoss
+from lit_rl.training.settings import Budget, Collection, Evaluation
 
 
 def raw_collection(seconds: float, num_envs: int) -> float:
@@ -47,15 +49,18 @@ def train(frames: int, num_envs: int, workers: int) -> dict:
 
     from lit_rl.models.atari_cnn import PixelTrunk
     from lit_rl.scenarios.montezuma import Montezuma
-    from lit_rl.training.rnd_finetune import RNDFineTuning
+    from lit_rl.training.rnd import RNDFineTuning
 
     torch.manual_seed(0)
     model = RNDFineTuning(
-        Montezuma(max_episode_steps=500), budget_frames=frames, num_envs=num_envs,
-        rollout_length=128, collector_workers=workers, minibatch_size=256, ppo_epochs=4, lr=1e-4,
-        gamma=0.999, gae_lambda=0.95, clip_epsilon=0.1, critic_coef=1.0, entropy_coef=0.001,
-        max_grad_norm=0.5, eval_every_frames=10**12,
-    )  # fmt: skip
+        Montezuma(max_episode_steps=500),
+        budget=Budget(frames=frames),
+        collection=Collection(num_envs=num_envs, rollout_length=128, workers=workers),
+        optimisation=Optimisation(minibatch_size=256, epochs=4, lr=1e-4, max_grad_norm=0.5),
+        advantage=Advantage(gamma=0.999, gae_lambda=0.95),
+        loss=PPOLoss(clip_epsilon=0.1, critic_coef=1.0, entropy_coef=0.001),
+        evaluation=Evaluation(every_frames=10**12),
+    )
     trunk_frames = [0]
     original = PixelTrunk.forward
 

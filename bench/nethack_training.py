@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     from lit_rl.models import nethack_policy
     from lit_rl.retention import Kickstarting
     from lit_rl.scenarios.nethack import NetHack
-    from lit_rl.training.finetune import PPOFineTuning
+    from lit_rl.training.ppo import PPOFineTuning
 
     try:
         from lit_rl.models.policy_io import save_policy
@@ -88,19 +88,25 @@ def main(argv: list[str] | None = None) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="bench-nethack-"))
     teacher = workdir / "pi.pt"
     save_policy(teacher, scenario.make_policy().modules(), scenario.describe())
-    settings = dict(
-        pretrained=str(teacher), budget_frames=args.frames, num_envs=args.num_envs,
-        rollout_length=args.rollout, minibatch_size=args.minibatch, collector_workers=args.workers,
-        lr=1e-4, lr_decay=True, gamma=0.999999, gae_lambda=1.0, clip_epsilon=0.1, value_clip=1.0,
-        normalize_returns=True, critic_coef=1.0, entropy_coef=0.001, max_grad_norm=4.0,
-        eval_every_frames=10**12,
-    )  # fmt: skip
-    if args.collection != "sync":
-        settings["collection"] = args.collection
-    if args.advantage != "gae":
-        settings["advantage"] = args.advantage
+    from lit_rl.training.ppo import Advantage, Optimisation, PPOLoss
+    from lit_rl.training.settings import Budget, Collection, Evaluation
+
     retention = [Kickstarting()] if args.method == "ks" else []
-    model = PPOFineTuning(scenario, retention=retention, **settings)
+    model = PPOFineTuning(
+        scenario,
+        pretrained=str(teacher),
+        retention=retention,
+        budget=Budget(frames=args.frames),
+        collection=Collection(
+            num_envs=args.num_envs, rollout_length=args.rollout, workers=args.workers, mode=args.collection
+        ),
+        optimisation=Optimisation(minibatch_size=args.minibatch, lr=1e-4, lr_decay=True, max_grad_norm=4.0),
+        advantage=Advantage(estimator=args.advantage, gamma=0.999999, gae_lambda=1.0),
+        loss=PPOLoss(
+            clip_epsilon=0.1, value_clip=1.0, normalize_returns=True, critic_coef=1.0, entropy_coef=0.001
+        ),
+        evaluation=Evaluation(every_frames=10**12),
+    )
 
     _timed(PPOFineTuning, "training_step", "learning")
     _timed(EnvBase, "step_and_maybe_reset", "env")
@@ -171,11 +177,11 @@ def collection_only(model, frames: int) -> float:
     import torch
     from torchrl.collectors import Collector
 
-    hp = model.hparams
-    env = model.scenario.make_env(hp.num_envs, hp.train_start, hp.seed, training=True)
+    c = model.collection
+    env = model.scenario.make_env(c.num_envs, c.start, model.hparams.seed, training=True)
     if model._teacher_logits_wanted:
-        env = model.scenario.add_teacher_state(env, hp.num_envs)
-    per_batch = hp.num_envs * hp.rollout_length
+        env = model.scenario.add_teacher_state(env, c.num_envs)
+    per_batch = c.num_envs * c.rollout_length
     collector = Collector(env, model._collection_policy(), frames_per_batch=per_batch, total_frames=-1,
                           auto_register_policy_transforms=False)  # fmt: skip
     batches = iter(collector)

@@ -93,7 +93,7 @@ def fit_args(run: Path, pretrained: Path, budget: int, method: str, resume: bool
         "--config", str(ROOT / "configs/trainer/cpu.yaml"),
         "--config", str(ROOT / "configs/logger/csv.yaml"),
         "--model.pretrained", str(pretrained),
-        "--model.budget_frames", str(budget),
+        "--model.budget.frames", str(budget),
         "--run_dir", str(run),
         *(["--ckpt_path", "last"] if resume else []),
     ]  # fmt: skip
@@ -258,7 +258,7 @@ def pretrained_policy(out: Path) -> Path:
             "logger/csv.yaml",
         ]
         args = [item for name in configs for item in ("--config", str(ROOT / "configs" / name))]
-        args += ["--model.export_policy", str(policy), "--run_dir", str(out / "pretrain")]
+        args += ["--model.export.policy", str(policy), "--run_dir", str(out / "pretrain")]
         result = run_to_end(out, ["fit", *args], 99)
         if result.returncode != 0:
             raise SystemExit(f"soak: pre-training failed, see {out / 'logs/99.stderr'}")

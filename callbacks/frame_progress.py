@@ -15,7 +15,7 @@ class FrameProgressBar(TQDMProgressBar):
     def on_train_start(self, trainer, pl_module) -> None:
         super().on_train_start(trainer, pl_module)
         self._t0, self._f0 = time.monotonic(), int(pl_module.env_frames)
-        self.train_progress_bar.reset(total=pl_module.hparams.budget_frames)
+        self.train_progress_bar.reset(total=pl_module.budget.frames)
         self.train_progress_bar.unit = "frame"
         self.train_progress_bar.n = self._f0
 

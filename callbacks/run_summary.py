@@ -112,7 +112,7 @@ class RunSummary(Callback):
             "stage": "pretrain" if _makes_pi_star(pl_module) else "finetune",
             "method": pl_module.method_name,
             "seed": pl_module.hparams.seed,
-            "budget_frames": pl_module.hparams.budget_frames,
+            "budget_frames": pl_module.budget.frames,
             "env_steps": frames,
             "finished": finished,
             "wall_time_s": round(wall, 2),

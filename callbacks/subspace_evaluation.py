@@ -5,7 +5,7 @@ subspace's start states and logs ``eval/<subspace>/<metric>``. The first evaluat
 update, so it measures the pre-trained policy. Evaluation runs on rank 0 only; its history is part
 of the callback state, so a resumed run keeps the curve it had.
 
-In the background (``background``, default the model's ``eval_background``) an evaluation is a
+In the background (``background``, default the model's ``evaluation.background``) an evaluation is a
 snapshot of the actor's weights handed to an ``EvaluationWorker`` process, and training goes on
 while it plays. Results are logged in order, at the frame count and step of their snapshot (not
 when they arrive), so the history, ``summary.json`` and ``metrics.csv`` are the ones the
@@ -35,9 +35,9 @@ class SubspaceEvaluation(Callback):
 
     Args:
         every_frames: evaluation period in environment frames (default: the model's
-            ``eval_every_frames``, so one command-line flag sets it).
+            ``evaluation.every_frames``, so one command-line flag sets it).
         background: evaluate snapshots in a process of their own while training goes on
-            (default: the model's ``eval_background``, else off).
+            (default: the model's ``evaluation.background``, else off).
     """
 
     def __init__(self, every_frames: PositiveInt | None = None, background: bool | None = None):
@@ -54,9 +54,9 @@ class SubspaceEvaluation(Callback):
         return self.history[-1] if self.history else None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self.every_frames = self.every_frames or pl_module.hparams.eval_every_frames
+        self.every_frames = self.every_frames or pl_module.evaluation.every_frames
         if self.background is None:
-            self.background = bool(pl_module.hparams.get("eval_background", False))
+            self.background = pl_module.evaluation.background
         if self.background and stage == "fit" and trainer.is_global_zero and self._worker is None:
             # started here, so its seconds of start-up overlap the checkpoint restore and collector start
             self._worker = EvaluationWorker(pl_module.scenario, pl_module.evaluator, torch.get_num_threads())

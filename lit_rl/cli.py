@@ -17,11 +17,13 @@ import warnings
 from pathlib import Path
 
 import torch
+import yaml
 from jsonargparse import Namespace
 from lightning import LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from lit_rl.training.run_identity import default_run_name
+from lit_rl.training.settings import MOVED_KEYS
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, TypeError, KeyError)
 
@@ -223,6 +225,47 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, list) else [value]
 
 
+#: the trainers whose flat keys moved into groups, by the module their class path names
+TRAINER_KINDS = {"lit_rl.training.ppo.": "ppo", "lit_rl.training.rnd.": "ppo", "lit_rl.training.sac.": "sac"}
+
+
+def moved_setting(argv: list[str]) -> str | None:
+    """The first old flat ``model.<key>`` in the given configs or arguments, as a one-line error
+    naming its new place (settings are grouped by concern, ``lit_rl.training.settings``)."""
+    configs = [Path(argv[i + 1]) for i, arg in enumerate(argv[:-1]) if arg == "--config"]
+    kind, found = "ppo", []
+    for path in configs:
+        model = _read_yaml(path).get("model") if path.is_file() else None
+        if not isinstance(model, dict):
+            continue
+        kind = next(
+            (k for prefix, k in TRAINER_KINDS.items() if prefix in str(model.get("class_path"))), kind
+        )
+        if model.get("class_path") and not any(p in str(model["class_path"]) for p in TRAINER_KINDS):
+            kind = None  # another LightningModule (e.g. behavioural cloning): its own keys
+        args = model.get("init_args") if isinstance(model.get("init_args"), dict) else model
+        found += [(f"{path}: model.{key}", key, value) for key, value in args.items()]
+    for i, arg in enumerate(argv):
+        key = re.match(r"--model\.(?:init_args\.)?([a-z_]+)(?:=(.*))?$", arg)
+        if key:
+            value = key.group(2) if key.group(2) is not None else (argv[i + 1] if i + 1 < len(argv) else "")
+            found.append((f"--model.{key.group(1)}", key.group(1), value))
+    moved = MOVED_KEYS.get(kind or "", {})
+    for where, key, value in found:
+        new = moved.get(key)
+        if new and not (new.split(".")[0] == key and isinstance(value, dict)):
+            return f"{where} moved to model.{new} (settings are grouped by concern; see README, Configs)"
+    return None
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return {}  # the parser reports it
+    return data if isinstance(data, dict) else {}
+
+
 def main(args: list[str] | None = None) -> None:
     """Console entry point; turns user mistakes into one line on stderr and exit code 2."""
     # Lightning warns that manual optimisation checkpoints hold post-step weights; that is what a
@@ -232,6 +275,10 @@ def main(args: list[str] | None = None) -> None:
         # LightningCLI warns when it gets both; a command line is re-read by DDP's child
         # processes, so it is dropped only when the arguments come from Python
         sys.argv = sys.argv[:1]
+    moved = moved_setting(list(args) if args is not None else sys.argv[1:])
+    if moved:
+        print(f"lit-rl: error: {moved}", file=sys.stderr)
+        raise SystemExit(2)
     try:
         cli = LitRLCLI(args=args)
     except USER_ERRORS as error:

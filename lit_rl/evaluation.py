@@ -168,7 +168,7 @@ class EvaluationWorker:
                 if not self._process.is_alive():
                     raise RuntimeError(
                         f"the evaluation process ended (exit code {self._process.exitcode}) before "
-                        "returning its evaluation: rerun with model.eval_background false to see why"
+                        "returning its evaluation: rerun with model.evaluation.background false to see why"
                     ) from None
         if isinstance(outcome, str):
             raise RuntimeError(f"evaluation in the background process failed:\n{outcome}")

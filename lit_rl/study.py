@@ -227,7 +227,7 @@ class Study:
                 f"{scenario}.data_dir", str(self.data), f"{scenario}.size", str(self.scenario_args()["size"]),
                 f"{scenario}.far_dlvl", str(self.scenario_args()["far_dlvl"]),
                 f"{scenario}.max_episode_steps", str(self.scenario_args()["max_episode_steps"]),
-                "--model.init_args.export_policy", str(self.pretrained),
+                "--model.init_args.export.policy", str(self.pretrained),
                 "--model.init_args.critic_warmup_frames", str(bc["critic_warmup_frames"]),
                 "--trainer.max_steps", str(bc["steps"]), "--run_dir", str(run_dir),
                 "--seed_everything", str(self.config["record"]["seed"])]  # fmt: skip
@@ -247,8 +247,8 @@ class Study:
         if state != "done":
             if state == "fresh":
                 shutil.rmtree(run_dir, ignore_errors=True)
-            options = ["--model.budget_frames", str(settings["frames"])]
-            options += ["--model.export_policy", str(candidate)]
+            options = ["--model.budget.frames", str(settings["frames"])]
+            options += ["--model.export.policy", str(candidate)]
             args = self.fit_args(
                 [Path("configs/pretrain/minihack.yaml")], options, seed, run_dir, state == "resume"
             )
@@ -273,8 +273,8 @@ class Study:
             self.log(f"reference: done ({path})")
             return False
         scenario = self.make_scenario()
-        model = self.env_config["model"]
-        evaluator = SubspaceEvaluator(model["eval_episodes"], model.get("eval_seed", 10_000))
+        evaluation = self.env_config["model"]["evaluation"]
+        evaluator = SubspaceEvaluator(evaluation["episodes"], evaluation.get("seed", 10_000))
         self.log(f"reference: a random policy, {evaluator.episodes} episodes per subspace")
         results = {}
         for subspace in scenario.subspaces:

@@ -45,7 +45,7 @@ def pretrained_apple(tmp_path_factory) -> Path:
     policy = out / "apple.pt"
     fit(
         "--config", str(ROOT / "configs/pretrain/apple.yaml"),
-        "--model.export_policy", str(policy),
+        "--model.export.policy", str(policy),
         "--run_dir", str(out / "run"),
     )  # fmt: skip
     return policy

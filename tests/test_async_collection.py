@@ -1,4 +1,4 @@
-"""Issue 14, points 2 and 3: asynchronous collection (``model.collection: async``) with a bounded,
+"""Issue 14, points 2 and 3: asynchronous collection (``model.collection.mode: async``) with a bounded,
 logged policy lag; resume and DDP with it; the process keeps its thread count after collector
 processes shut down."""
 
@@ -16,7 +16,8 @@ import torch
 from lightning import Callback, Trainer
 
 from lit_rl.scenarios import AppleRetrieval
-from lit_rl.training.finetune import PPOFineTuning
+from lit_rl.training.ppo import Optimisation, PPOFineTuning
+from lit_rl.training.settings import Budget, Collection, Evaluation
 from tests.conftest import APPLE, ROOT, TRAINER
 
 
@@ -44,9 +45,15 @@ def test_async_lag_is_logged_and_bounded(one_torch_thread, workers, max_lag):
     frames older than the learner's weights were trained on."""
     torch.manual_seed(0)
     recorder = LagRecorder()
-    model = PPOFineTuning(AppleRetrieval(), num_envs=8, rollout_length=50, minibatch_size=100,
-                          collector_workers=workers, collection="async", budget_frames=8000,
-                          max_policy_lag=max_lag, eval_every_frames=10**9)  # fmt: skip
+    model = PPOFineTuning(
+        AppleRetrieval(),
+        collection=Collection(
+            mode="async", num_envs=8, rollout_length=50, workers=workers, max_policy_lag=max_lag
+        ),
+        optimisation=Optimisation(minibatch_size=100),
+        budget=Budget(frames=8000),
+        evaluation=Evaluation(every_frames=10**9),
+    )
     _fit(model, recorder)
     assert int(model.env_frames) == 8000
     assert len(recorder.lags) == 8000 // (8 // workers * 50)  # each batch is one worker's envs
@@ -59,8 +66,13 @@ def test_async_lag_is_logged_and_bounded(one_torch_thread, workers, max_lag):
 
 def test_sync_lag_is_at_most_the_prefetched_batch(one_torch_thread):
     recorder = LagRecorder()
-    model = PPOFineTuning(AppleRetrieval(), num_envs=8, rollout_length=50, minibatch_size=100,
-                          budget_frames=2000, eval_every_frames=10**9)  # fmt: skip
+    model = PPOFineTuning(
+        AppleRetrieval(),
+        collection=Collection(num_envs=8, rollout_length=50),
+        optimisation=Optimisation(minibatch_size=100),
+        budget=Budget(frames=2000),
+        evaluation=Evaluation(every_frames=10**9),
+    )
     _fit(model, recorder)
     assert [lag_max for _, lag_max in recorder.lags] == [0, 1, 1, 1, 1]
 
@@ -73,9 +85,13 @@ def test_thread_count_survives_collector_processes(collection):
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model = PPOFineTuning(AppleRetrieval(), num_envs=8, rollout_length=50, minibatch_size=400,
-                              collector_workers=2, collection=collection, budget_frames=800,
-                              eval_every_frames=10**9)  # fmt: skip
+        model = PPOFineTuning(
+            AppleRetrieval(),
+            collection=Collection(mode=collection, num_envs=8, rollout_length=50, workers=2),
+            optimisation=Optimisation(minibatch_size=400),
+            budget=Budget(frames=800),
+            evaluation=Evaluation(every_frames=10**9),
+        )
         _fit(model)
         assert torch.get_num_threads() == 1
     finally:
@@ -84,8 +100,8 @@ def test_thread_count_survives_collector_processes(collection):
 
 def _cli(run, pretrained, budget, *extra):
     return [sys.executable, "-m", "lit_rl.cli", "fit", *APPLE, *TRAINER,
-            "--model.pretrained", str(pretrained), "--model.budget_frames", str(budget),
-            "--model.collection", "async", "--model.eval_every_frames", "10000000",
+            "--model.pretrained", str(pretrained), "--model.budget.frames", str(budget),
+            "--model.collection.mode", "async", "--model.evaluation.every_frames", "10000000",
             "--run_dir", str(run), *extra]  # fmt: skip
 
 
@@ -123,8 +139,8 @@ def test_two_process_ddp_with_async_collectors_ends_with_identical_weights(pretr
     cmd = [sys.executable, "-m", "lit_rl.cli", "fit", *APPLE,
            "--config", str(ROOT / "configs/method/ewc.yaml"), *TRAINER,
            "--config", str(ROOT / "configs/trainer/ddp.yaml"), "--config", str(probe),
-           "--model.pretrained", str(pretrained_apple), "--model.budget_frames", "25600",
-           "--model.collection", "async", "--model.eval_every_frames", "12800",
+           "--model.pretrained", str(pretrained_apple), "--model.budget.frames", "25600",
+           "--model.collection.mode", "async", "--model.evaluation.every_frames", "12800",
            "--run_dir", str(run)]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Issue 14, point 3: evaluation off the critical path (``model.eval_background``).
+"""Issue 14, point 3: evaluation off the critical path (``model.evaluation.background``).
 
 A background evaluation plays a snapshot of the weights in a process of its own; its results are
 the foreground evaluation's, logged at the snapshot's frames and step, in order. A run killed while
@@ -20,13 +20,15 @@ from lightning import Callback, Trainer
 
 from callbacks.subspace_evaluation import SubspaceEvaluation
 from lit_rl.scenarios import AppleRetrieval
-from lit_rl.training.finetune import PPOFineTuning
+from lit_rl.training.ppo import Optimisation, PPOFineTuning
+from lit_rl.training.settings import Budget, Collection
 from tests.conftest import APPLE, ROOT, TRAINER, fit
 
 BATCH = 16 * 50
 BUDGET = 25 * BATCH  # a checkpoint every 20 batches; the evaluation at 20 is in flight at 21
-SETTINGS = ["--model.num_envs", "16", "--model.rollout_length", "50", "--model.minibatch_size", str(BATCH),
-            "--model.budget_frames", str(BUDGET), "--model.eval_every_frames", str(20 * BATCH)]  # fmt: skip
+SETTINGS = ["--model.collection.num_envs", "16", "--model.collection.rollout_length", "50",
+            "--model.optimisation.minibatch_size", str(BATCH), "--model.budget.frames", str(BUDGET),
+            "--model.evaluation.every_frames", str(20 * BATCH)]  # fmt: skip
 
 
 def logged_rows(run, key: str) -> list[tuple[str, str]]:
@@ -37,7 +39,7 @@ def logged_rows(run, key: str) -> list[tuple[str, str]]:
 
 def command(run, pretrained, *extra) -> list[str]:
     return [sys.executable, "-m", "lit_rl.cli", "fit", *APPLE, *TRAINER, *SETTINGS,
-            "--model.pretrained", str(pretrained), "--model.eval_background", "true",
+            "--model.pretrained", str(pretrained), "--model.evaluation.background", "true",
             "--run_dir", str(run), *extra]  # fmt: skip
 
 
@@ -93,7 +95,10 @@ class FailAtBatch(Callback):
 def test_an_exception_ends_the_evaluation_process(one_torch_thread):
     evaluation, failure = SubspaceEvaluation(every_frames=800, background=True), FailAtBatch(2)
     model = PPOFineTuning(
-        AppleRetrieval(), num_envs=16, rollout_length=50, minibatch_size=800, budget_frames=8000
+        AppleRetrieval(),
+        collection=Collection(num_envs=16, rollout_length=50),
+        optimisation=Optimisation(minibatch_size=800),
+        budget=Budget(frames=8000),
     )
     trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False,

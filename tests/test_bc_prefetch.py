@@ -16,8 +16,9 @@ from lightning import Trainer
 from lit_rl.models.policy_io import save_policy
 from lit_rl.retention import BehaviouralCloningReplay
 from lit_rl.scenarios.nethack import NetHack
-from lit_rl.training.finetune import PPOFineTuning
+from lit_rl.training.ppo import Optimisation, PPOFineTuning
 from lit_rl.training.pretraining_data import Prefetched
+from lit_rl.training.settings import Budget, Collection, Evaluation
 from tests.test_nld import recordings  # noqa: F401  (fixture: two recorded expert games, indexed)
 
 ROWS, STEPS = 2, 16
@@ -88,9 +89,16 @@ def bc_model(recordings, tmp_path, **settings) -> PPOFineTuning:
     teacher = tmp_path / "pi.pt"
     save_policy(teacher, game.make_policy().modules(), game.describe())
     bc = BehaviouralCloningReplay(batch_size=ROWS * STEPS, seq_length=STEPS)
-    return PPOFineTuning(game, pretrained=str(teacher), retention=[bc], num_envs=2, rollout_length=STEPS,
-                         minibatch_size=STEPS, budget_frames=4 * 2 * STEPS, lr=1e-4,
-                         eval_every_frames=10**9, **settings)  # fmt: skip
+    return PPOFineTuning(
+        game,
+        pretrained=str(teacher),
+        retention=[bc],
+        **settings,
+        collection=Collection(num_envs=2, rollout_length=STEPS),
+        optimisation=Optimisation(minibatch_size=STEPS, lr=1e-4),
+        budget=Budget(frames=4 * 2 * STEPS),
+        evaluation=Evaluation(every_frames=10**9),
+    )
 
 
 def fit(model: PPOFineTuning) -> None:

@@ -6,13 +6,14 @@ import torch
 
 from lit_rl.pretraining.behavioural_cloning import BehaviouralCloning
 from lit_rl.scenarios import NetHack
+from lit_rl.training.settings import Export
 
 
 def test_critic_warm_up_trains_the_value_head_alone(tmp_path):
     """After warm-up the value head has moved and every other weight is bit-identical."""
     torch.manual_seed(0)
     module = BehaviouralCloning(NetHack(size="tiny", max_episode_steps=50, data_dir=str(tmp_path)),
-                                export_policy=None, warmup_envs=2)  # fmt: skip
+                                export=Export(policy=None), warmup_envs=2)  # fmt: skip
     before = {k: v.clone() for k, v in module.net.state_dict().items()}
     module.warm_up_critic(frames=128, rollout_length=16)
     after = module.net.state_dict()

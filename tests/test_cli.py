@@ -13,7 +13,7 @@ import torch
 from lit_rl.cli import main
 from tests.conftest import APPLE, ROOT, TRAINER, fit
 
-TINY = ["--model.budget_frames", "12800", "--model.eval_every_frames", "6400"]
+TINY = ["--model.budget.frames", "12800", "--model.evaluation.every_frames", "6400"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -62,18 +62,37 @@ def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
             ["--config", str(ROOT / "configs/method/ewc.yaml"), "--model.retention.init_args.cof", "3"],
             ["cof"],
         ),
-        (["--model.budget_frames", "0"], ["budget_frames = 0 is not accepted: expected an integer > 0"]),
-        (["--model.lr", "abc"], ["lr = 'abc' is not accepted: expected a number > 0"]),
-        (["--model.gamma", "1.5"], ["gamma = 1.5", "in [0, 1]"]),
-        (["--model.num_envs", "-4"], ["num_envs = -4", "integer > 0"]),
-        (["--model.advantage", "foo"], ["advantage = foo is not accepted: expected one of gae, vtrace"]),
+        (["--model.budget.frames", "0"], ["budget.frames = 0 is not accepted: expected an integer > 0"]),
+        (
+            ["--model.optimisation.lr", "abc"],
+            ["optimisation.lr = 'abc' is not accepted: expected a number > 0"],
+        ),
+        (["--model.advantage.gamma", "1.5"], ["advantage.gamma = 1.5", "in [0, 1]"]),
+        (["--model.collection.num_envs", "-4"], ["collection.num_envs = -4", "integer > 0"]),
+        (
+            ["--model.advantage.estimator", "foo"],
+            ["advantage.estimator = foo is not accepted: expected one of gae, vtrace"],
+        ),
         (["--model.pretrained", "missing/apple.pt"], ["not found", "make pretrain"]),
+        (["--model.budget_frames", "100"], ["--model.budget_frames moved to model.budget.frames"]),
+        (["--model.collection", "async"], ["--model.collection moved to model.collection.mode"]),
         (["--model.scenario.init_args.policy", "cnn"], ["unknown apple policy"]),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, args, needles):
     one_line_error(run_cli("fit", *APPLE, *TRAINER, "--run_dir", str(tmp_path / "r"), *args), *needles)
     assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_an_old_flat_key_in_a_config_names_its_new_place(tmp_path):
+    """Settings are grouped by concern; a config written for the flat layout fails in one line."""
+    old = tmp_path / "old.yaml"
+    old.write_text("model:\n  num_envs: 8\n  eval_episodes: 4\n")
+    one_line_error(
+        run_cli("fit", *APPLE, "--config", str(old), *TRAINER, "--run_dir", str(tmp_path / "r")),
+        f"{old}: model.num_envs moved to model.collection.num_envs",
+    )
+    assert not (tmp_path / "r").exists()
 
 
 def test_config_typo_in_a_file_is_one_line(tmp_path):

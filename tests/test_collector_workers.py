@@ -1,4 +1,4 @@
-"""Environments stepped in collector worker processes (``model.collector_workers``)."""
+"""Environments stepped in collector worker processes (``model.collection.workers``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lit_rl.scenarios import AppleRetrieval
-from lit_rl.training.finetune import PPOFineTuning
+from lit_rl.training.ppo import PPOFineTuning
+from lit_rl.training.settings import Budget, Collection
 
 
 def test_workers_keep_rows_per_env_and_receive_new_weights():
@@ -14,8 +15,11 @@ def test_workers_keep_rows_per_env_and_receive_new_weights():
     trajectory, as GAE needs), and the next batch is collected with the weights the learner has
     after the previous one: a policy changed to always go right is followed at once."""
     torch.manual_seed(0)
-    model = PPOFineTuning(AppleRetrieval(), train_start="far", num_envs=8, rollout_length=10,
-                          collector_workers=2, budget_frames=400)  # fmt: skip
+    model = PPOFineTuning(
+        AppleRetrieval(),
+        collection=Collection(start="far", num_envs=8, rollout_length=10, workers=2),
+        budget=Budget(frames=400),
+    )
     batches = model.train_dataloader()
     first = next(batches)
     assert first.shape == (8, 10)
@@ -33,5 +37,5 @@ def test_workers_keep_rows_per_env_and_receive_new_weights():
 
 
 def test_workers_must_divide_the_environments():
-    with pytest.raises(ValueError, match="must be >= 1 and divide num_envs=8"):
-        PPOFineTuning(AppleRetrieval(), num_envs=8, collector_workers=3)
+    with pytest.raises(ValueError, match="must be >= 1 and divide model.collection.num_envs=8"):
+        PPOFineTuning(AppleRetrieval(), collection=Collection(num_envs=8, workers=3))

@@ -16,8 +16,8 @@ def test_two_process_ddp_run_ends_with_identical_weights(pretrained_apple, tmp_p
     cmd = [sys.executable, "-m", "lit_rl.cli", "fit", *APPLE,
            "--config", str(ROOT / "configs/method/ewc.yaml"), *TRAINER,
            "--config", str(ROOT / "configs/trainer/ddp.yaml"), "--config", str(probe),
-           "--model.pretrained", str(pretrained_apple), "--model.budget_frames", "25600",
-           "--model.eval_every_frames", "12800", "--run_dir", str(run)]  # fmt: skip
+           "--model.pretrained", str(pretrained_apple), "--model.budget.frames", "25600",
+           "--model.evaluation.every_frames", "12800", "--run_dir", str(run)]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(run / f"rank{r}.pt") for r in (0, 1)]

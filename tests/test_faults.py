@@ -13,7 +13,8 @@ from lightning import Trainer
 
 from lit_rl.envs.apple import AppleRetrievalEnv
 from lit_rl.scenarios import AppleRetrieval
-from lit_rl.training.finetune import PPOFineTuning
+from lit_rl.training.ppo import PPOFineTuning
+from lit_rl.training.settings import Budget, Collection
 from tests.conftest import APPLE, ROOT, TRAINER
 from tests.conftest import fit as conftest_fit
 from tests.test_resume import logged_frames
@@ -53,7 +54,9 @@ def fit(module: PPOFineTuning) -> None:
 
 
 def test_crashed_simulator_is_restarted_and_the_budget_completed():
-    module = PPOFineTuning(CrashingApple(crashes=2), train_start="far", budget_frames=6400 * 4)
+    module = PPOFineTuning(
+        CrashingApple(crashes=2), collection=Collection(start="far"), budget=Budget(frames=6400 * 4)
+    )
     with pytest.warns(UserWarning, match="simulated simulator crash"):
         fit(module)
     assert int(module.simulator_restarts) == 2
@@ -61,8 +64,11 @@ def test_crashed_simulator_is_restarted_and_the_budget_completed():
 
 
 def test_a_simulator_that_keeps_dying_stops_the_run_with_a_clear_message():
-    module = PPOFineTuning(CrashingApple(crashes=5), train_start="far", budget_frames=6400 * 4,
-                           max_simulator_restarts=2)  # fmt: skip
+    module = PPOFineTuning(
+        CrashingApple(crashes=5),
+        collection=Collection(start="far"),
+        budget=Budget(frames=6400 * 4, max_simulator_restarts=2),
+    )
     with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="resume with RESUME=1"):
         fit(module)
 
@@ -74,8 +80,8 @@ SMALL_BUDGET = 6400 * 25  # a checkpoint at step 20 (kept as last.prev.ckpt) and
 
 def lit_rl_fit(run, pretrained, *extra) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "lit_rl.cli", "fit", *APPLE, *TRAINER,
-               "--model.pretrained", str(pretrained), "--model.budget_frames", str(SMALL_BUDGET),
-               "--model.eval_every_frames", "64000", "--model.eval_episodes", "32",
+               "--model.pretrained", str(pretrained), "--model.budget.frames", str(SMALL_BUDGET),
+               "--model.evaluation.every_frames", "64000", "--model.evaluation.episodes", "32",
                "--run_dir", str(run), *extra]  # fmt: skip
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
@@ -131,7 +137,7 @@ def test_a_disk_that_fills_during_a_save_stops_the_run_and_keeps_the_checkpoint(
     monkeypatch.setattr(torch, "save", disk_fills)
     with pytest.raises(SystemExit) as stop:
         conftest_fit("--model.pretrained", str(pretrained_apple),
-                     "--model.budget_frames", str(6400 * 45), "--model.eval_episodes", "32",
+                     "--model.budget.frames", str(6400 * 45), "--model.evaluation.episodes", "32",
                      "--run_dir", str(run))  # fmt: skip
     monkeypatch.undo()
     message = str(stop.value.code)

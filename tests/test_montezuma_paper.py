@@ -16,7 +16,9 @@ from lit_rl.envs.montezuma import MontezumaEnv
 from lit_rl.models.atari_cnn import PixelTrunk, TwoValueHeads, make_atari_actor_critic
 from lit_rl.models.rnd import RND, combined_advantage, warm_up_observation_stats
 from lit_rl.scenarios import Montezuma
-from lit_rl.training.rnd_finetune import RNDFineTuning
+from lit_rl.training.ppo import Advantage, Optimisation
+from lit_rl.training.rnd import RNDFineTuning, RNDSettings
+from lit_rl.training.settings import Budget, Collection
 from tests.test_montezuma_scenario import pool_file  # noqa: F401 (a fixture)
 from tests.test_presets import resolve
 
@@ -63,37 +65,43 @@ def test_paper_preset_has_the_reference_settings(capsys):
     model = config["model"]["init_args"]
     scenario = model["scenario"]["init_args"]
     expected = {
-        "num_envs": 128,  # config.conf NumEnv
-        "rollout_length": 128,  # NumStep
-        "minibatch_size": 128 * 128 // 4,  # MiniBatch = 4 (train.py line 52)
-        "ppo_epochs": 4,  # Epoch
-        "lr": 1e-4,  # LearningRate
-        "clip_epsilon": 0.1,  # PPOEps
-        "entropy_coef": 0.001,  # Entropy
-        "gamma": 0.999,  # Gamma
-        "gamma_int": 0.99,  # IntGamma
-        "gae_lambda": 0.95,  # Lambda
-        "ext_coef": 2.0,  # ExtCoef
-        "int_coef": 1.0,  # IntCoef
-        "rnd_update_proportion": 0.25,  # UpdateProportion
-        "max_grad_norm": 0.5,  # ClipGradNorm (and the paper's table)
-        "normalize_advantage": False,  # UseNorm = False; agents.py 119-127 use raw advantages
-        "adam_eps": 1e-8,  # agents.py line 50: torch's default ε
-        "obs_warmup_steps": 128 * 50,  # train.py line 134: range(num_step * pre_obs_norm_step)
-        "eval_every_frames": 5_000_000,  # paper §4: Room-7 success every 5M steps
-        "critic_coef": 1.0,  # mean of 2 heads' errors = agents.py line 136's 0.5 · (ext + int)
+        "collection.num_envs": 128,  # config.conf NumEnv
+        "collection.rollout_length": 128,  # NumStep
+        "optimisation.minibatch_size": 128 * 128 // 4,  # MiniBatch = 4 (train.py line 52)
+        "optimisation.epochs": 4,  # Epoch
+        "optimisation.lr": 1e-4,  # LearningRate
+        "loss.clip_epsilon": 0.1,  # PPOEps
+        "loss.entropy_coef": 0.001,  # Entropy
+        "advantage.gamma": 0.999,  # Gamma
+        "rnd.gamma_int": 0.99,  # IntGamma
+        "advantage.gae_lambda": 0.95,  # Lambda
+        "rnd.ext_coef": 2.0,  # ExtCoef
+        "rnd.int_coef": 1.0,  # IntCoef
+        "rnd.update_proportion": 0.25,  # UpdateProportion
+        "optimisation.max_grad_norm": 0.5,  # ClipGradNorm (and the paper's table)
+        "rnd.normalize_advantage": False,  # UseNorm = False; agents.py 119-127 use raw advantages
+        "rnd.adam_eps": 1e-8,  # agents.py line 50: torch's default ε
+        "rnd.obs_warmup_steps": 128 * 50,  # train.py line 134: range(num_step * pre_obs_norm_step)
+        "evaluation.every_frames": 5_000_000,  # paper §4: Room-7 success every 5M steps
+        "loss.critic_coef": 1.0,  # mean of 2 heads' errors = agents.py line 136's 0.5 · (ext + int)
     }
-    assert {k: model[k] for k in expected} == expected
+    resolved = {k: model[k.split(".")[0]][k.split(".")[1]] for k in expected}
+    assert resolved == expected
     assert scenario["max_episode_steps"] == 4500  # MaxStepPerEpisode
     assert scenario["sticky_prob"] == 0.25  # ActionProb
     assert scenario["min_demonstrations"] >= 500  # paper §4: > 500 BC trajectories
 
 
-def _module(pool, max_episode_steps: int = 50, **kwargs) -> RNDFineTuning:
-    settings = dict(num_envs=2, rollout_length=16, minibatch_size=32, obs_warmup_steps=2)
-    settings.update(kwargs)
+def _module(pool, max_episode_steps: int = 50, advantage: Advantage = Advantage()) -> RNDFineTuning:
     scenario = Montezuma(pool=str(pool), max_episode_steps=max_episode_steps)
-    return RNDFineTuning(scenario, train_start="far", budget_frames=32, **settings)
+    return RNDFineTuning(
+        scenario,
+        collection=Collection(start="far", num_envs=2, rollout_length=16),
+        optimisation=Optimisation(minibatch_size=32),
+        rnd=RNDSettings(obs_warmup_steps=2),
+        advantage=advantage,
+        budget=Budget(frames=32),
+    )
 
 
 def test_advantages_are_raw_and_adam_uses_the_reference_eps(pool_file):  # noqa: F811
@@ -144,7 +152,7 @@ def test_advantage_from_stored_values_equals_the_full_critic_pass(pool_file):  #
     every episode's final state) equals re-running the critic on every frame and next frame."""
     torch.manual_seed(0)
     # truncations inside the 16-step rows; the paper's discounts
-    module = _module(pool_file, max_episode_steps=5, gamma=0.999, gae_lambda=0.95)
+    module = _module(pool_file, max_episode_steps=5, advantage=Advantage(gamma=0.999, gae_lambda=0.95))
     env = module.scenario.make_env(2, "far", 3)
     with torch.no_grad():
         batch = env.rollout(16, module._collection_policy(), break_when_any_done=False)
@@ -169,8 +177,8 @@ def test_advantage_from_stored_values_equals_the_full_critic_pass(pool_file):  #
         next_values["state_value_int"],
         batch["next", "done"],
         batch["next", "terminated"],
-        gamma_ext=module.hparams.gamma,
-        lmbda=module.hparams.gae_lambda,
+        gamma_ext=module.advantage.gamma,
+        lmbda=module.advantage.gae_lambda,
     )
     assert torch.allclose(batch["advantage"], advantage, atol=1e-5)
     assert torch.allclose(batch["value_target"], torch.cat([target_ext, target_int], -1), atol=1e-5)

@@ -20,7 +20,9 @@ from lit_rl.models.atari_cnn import TwoValueHeads
 from lit_rl.models.policy_io import save_policy
 from lit_rl.recording.montezuma_bc import record
 from lit_rl.scenarios import Montezuma
-from lit_rl.training.rnd_finetune import RNDFineTuning, _Concat, rnd_path
+from lit_rl.training.ppo import Optimisation
+from lit_rl.training.rnd import RNDFineTuning, RNDSettings, _Concat, rnd_path
+from lit_rl.training.settings import Budget, Collection
 from tests.test_montezuma import ROOM7_WALK, _decode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,11 +78,15 @@ def test_visitation_is_a_histogram_over_close_and_far_rooms():
     assert sum(shares.values()) == pytest.approx(1.0)
 
 
-def _module(pool_file, **kwargs) -> RNDFineTuning:
-    settings = dict(num_envs=2, rollout_length=16, minibatch_size=16, obs_warmup_steps=4)
-    settings.update(kwargs)
+def _module(pool_file, rnd: RNDSettings = RNDSettings(obs_warmup_steps=4)) -> RNDFineTuning:
     scenario = Montezuma(pool=str(pool_file), max_episode_steps=50)
-    return RNDFineTuning(scenario, train_start="far", budget_frames=32, **settings)
+    return RNDFineTuning(
+        scenario,
+        collection=Collection(start="far", num_envs=2, rollout_length=16),
+        optimisation=Optimisation(minibatch_size=16),
+        rnd=rnd,
+        budget=Budget(frames=32),
+    )
 
 
 def test_rnd_intrinsic_advantage_and_both_value_heads_are_wired(pool_file):
@@ -90,7 +96,7 @@ def test_rnd_intrinsic_advantage_and_both_value_heads_are_wired(pool_file):
     with torch.no_grad():
         batch = env.rollout(16, module.policy["actor"], break_when_any_done=False)
     env.close()
-    extrinsic_only = _module(pool_file, int_coef=0.0)
+    extrinsic_only = _module(pool_file, RNDSettings(obs_warmup_steps=4, int_coef=0.0))
     extrinsic_only.load_state_dict(module.state_dict())
     ext_batch = batch.clone()
     module.compute_advantage(batch)
@@ -134,14 +140,14 @@ def _fit(run_dir: Path, *args: str) -> dict:
             *args,
             "--config", str(ROOT / "configs/trainer/cpu.yaml"),
             "--config", str(ROOT / "configs/logger/csv.yaml"),
-            "--model.num_envs", "2",
-            "--model.rollout_length", "16",
-            "--model.minibatch_size", "16",
-            "--model.ppo_epochs", "1",
-            "--model.budget_frames", "32",
-            "--model.obs_warmup_steps", "2",
-            "--model.eval_episodes", "2",
-            "--model.eval_every_frames", "1000",
+            "--model.collection.num_envs", "2",
+            "--model.collection.rollout_length", "16",
+            "--model.optimisation.minibatch_size", "16",
+            "--model.optimisation.epochs", "1",
+            "--model.budget.frames", "32",
+            "--model.rnd.obs_warmup_steps", "2",
+            "--model.evaluation.episodes", "2",
+            "--model.evaluation.every_frames", "1000",
             "--model.scenario.init_args.max_episode_steps", "20",
             "--run_dir", str(run_dir),
         ]
@@ -155,7 +161,7 @@ def test_cli_pretrains_from_room_7_and_fine_tunes_with_bc_on_recorded_data(pool_
     summary = _fit(
         tmp_path / "pretrain",
         "--config", str(ROOT / "configs/pretrain/montezuma.yaml"),
-        *pool, "--model.export_policy", str(policy),
+        *pool, "--model.export.policy", str(policy),
     )  # fmt: skip
     assert summary["env_steps"] == 32 and policy.is_file()
     assert set(summary["eval"]["far"]) >= {"success_rate", "return_mean", "episodes"}
@@ -209,7 +215,7 @@ def test_value_heads_reuse_the_actor_trunk_with_the_same_gradients(pool_file):
         ),
         clip_epsilon=0.1,
         entropy_bonus=False,
-        critic_coeff=module.hparams.critic_coef,
+        critic_coeff=module.loss.critic_coef,
         loss_critic_type="l2",
         normalize_advantage=module.ppo_loss.normalize_advantage,
     )

@@ -212,11 +212,11 @@ def test_short_fit_logs_sokoban_evaluation_and_level_visitation(tmp_path):
         "--model.scenario.init_args.start_states", str(DLVL4_STATES),
         "--model.scenario.init_args.start_state_files", json.dumps({"sokoban": str(SOKOBAN_STATES)}),
         "--model.scenario.init_args.max_episode_steps", "12",
-        "--model.budget_frames", "64",
-        "--model.num_envs", "2",
-        "--model.rollout_length", "32",
-        "--model.minibatch_size", "32",
-        "--model.eval_episodes", "2",
+        "--model.budget.frames", "64",
+        "--model.collection.num_envs", "2",
+        "--model.collection.rollout_length", "32",
+        "--model.optimisation.minibatch_size", "32",
+        "--model.evaluation.episodes", "2",
         "--run_dir", str(run),
     ])  # fmt: skip
     summary = json.loads((run / "summary.json").read_text())

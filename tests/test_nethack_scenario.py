@@ -15,6 +15,7 @@ from lit_rl.models.policy_io import load_policy
 from lit_rl.pretraining.behavioural_cloning import BehaviouralCloning
 from lit_rl.recording.nethack_games import record_games, record_start_states
 from lit_rl.scenarios.nethack import NetHack, read_start_states
+from lit_rl.training.settings import Export
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_ACTIONS = 121
@@ -31,7 +32,7 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def bc_module(data: Path, **overrides) -> BehaviouralCloning:
-    settings = dict(batch_size=3, seq_length=32, lr=3e-3, export_policy=None, seed=0)
+    settings = dict(batch_size=3, seq_length=32, lr=3e-3, export=Export(policy=None), seed=0)
     settings.update(overrides)
     return BehaviouralCloning(NetHack(size="tiny", data_dir=str(data)), **settings)
 
@@ -57,7 +58,7 @@ def pretrained(dataset, tmp_path_factory) -> tuple[Path, dict]:
     """π* cloned for 60 steps; returns its export and BC loss/accuracy before and after."""
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("bc")
-    module = bc_module(dataset, export_policy=str(out / "nethack.pt"))
+    module = bc_module(dataset, export=Export(policy=str(out / "nethack.pt")))
     before = evaluate_bc(module)
     trainer = Trainer(max_steps=60, accelerator="cpu", logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False,
@@ -119,10 +120,10 @@ def test_tiny_fit_runs_end_to_end(dataset, pretrained, tmp_path, methods):
         "--model.scenario.init_args.data_dir", str(dataset),
         "--model.scenario.init_args.max_episode_steps", "20",
         "--model.pretrained", str(pretrained[0]),
-        "--model.budget_frames", "128",
-        "--model.num_envs", "4",
-        "--model.rollout_length", "16",
-        "--model.minibatch_size", "32",
+        "--model.budget.frames", "128",
+        "--model.collection.num_envs", "4",
+        "--model.collection.rollout_length", "16",
+        "--model.optimisation.minibatch_size", "32",
         *(["--model.retention.init_args.fisher_states", "64"] if "ewc" in methods else []),
         "--run_dir", str(run),
     ])  # fmt: skip

@@ -5,7 +5,8 @@ import torch
 from tensordict import TensorDict
 
 from lit_rl.scenarios import AppleRetrieval
-from lit_rl.training.finetune import PPOFineTuning
+from lit_rl.training.ppo import PPOFineTuning
+from lit_rl.training.settings import Budget, Collection
 
 
 class ConstantLoss(torch.nn.Module):
@@ -20,7 +21,9 @@ class ConstantLoss(torch.nn.Module):
 
 
 def module_with_loss(value: float) -> PPOFineTuning:
-    module = PPOFineTuning(AppleRetrieval(), train_start="far", max_nonfinite_updates=3)
+    module = PPOFineTuning(
+        AppleRetrieval(), collection=Collection(start="far"), budget=Budget(max_nonfinite_updates=3)
+    )
     module.ppo_loss = ConstantLoss(value)
     return module
 

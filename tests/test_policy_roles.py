@@ -11,7 +11,7 @@ import torch
 from lit_rl.retention import EWC, Freeze, L2Init, RetentionContext
 from lit_rl.scenarios.apple import AppleRetrieval
 from lit_rl.scenarios.nethack import NetHack
-from lit_rl.training.finetune import PPOFineTuning
+from lit_rl.training.ppo import Optimisation, PPOFineTuning
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_critic_lr_applies_to_the_value_parameters(scenario):
     """Two optimiser groups: behaviour at ``lr``, the value function's own at ``critic_lr`` (on a
     shared trunk too); the fixed encoders are in neither."""
     torch.manual_seed(0)
-    model = PPOFineTuning(scenario, lr=1e-4, critic_lr=0.123)
+    model = PPOFineTuning(scenario, optimisation=Optimisation(lr=1e-4, critic_lr=0.123))
     behaviour, value = model.configure_optimizers().param_groups
     assert behaviour["lr"] == 1e-4 and value["lr"] == 0.123
     assert _ids(value["params"]) == _ids(model.policy.value_parameters().values()) != set()

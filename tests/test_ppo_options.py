@@ -7,13 +7,15 @@ import torch
 from lightning import Trainer
 
 from lit_rl.scenarios import AppleRetrieval
-from lit_rl.training.finetune import PPOFineTuning
+from lit_rl.training.ppo import Optimisation, PPOFineTuning, PPOLoss
+from lit_rl.training.settings import Budget, Collection
 
 
-def fit(**settings) -> PPOFineTuning:
+def fit(budget: Budget) -> PPOFineTuning:
     torch.manual_seed(0)
-    model = PPOFineTuning(AppleRetrieval(), train_start="far", num_envs=8, rollout_length=10,
-                          minibatch_size=40, seed=0, **settings)  # fmt: skip
+    model = PPOFineTuning(AppleRetrieval(), seed=0, budget=budget,
+                          collection=Collection(start="far", num_envs=8, rollout_length=10),
+                          optimisation=Optimisation(minibatch_size=40))  # fmt: skip
     trainer = Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     trainer.fit(model)
@@ -32,11 +34,11 @@ def test_no_update_before_learning_starts():
     """Frames up to ``learning_starts_frames`` only collect: the weights stay bit-identical; the
     first batch after it updates them. The frame count covers the whole budget either way."""
     torch.manual_seed(0)
-    initial = PPOFineTuning(AppleRetrieval(), train_start="far").policy.state_dict()
-    waiting = fit(budget_frames=160, learning_starts_frames=160)
+    initial = PPOFineTuning(AppleRetrieval(), collection=Collection(start="far")).policy.state_dict()
+    waiting = fit(Budget(frames=160, learning_starts=160))
     assert int(waiting.env_frames) == 160
     assert all(torch.equal(initial[k], v) for k, v in waiting.policy.state_dict().items())
-    learning = fit(budget_frames=160, learning_starts_frames=80)
+    learning = fit(Budget(frames=160, learning_starts=80))
     assert any(not torch.equal(initial[k], v) for k, v in learning.policy.state_dict().items())
 
 
@@ -44,7 +46,11 @@ def test_normalised_returns_compare_values_in_return_units():
     """With ``normalize_returns`` the critic term is critic_coef · mean(((V − G) / σ)²) for the
     running std σ of the returns G seen so far (an unclipped value, here), and the running
     statistics are part of the checkpointed state."""
-    model = PPOFineTuning(AppleRetrieval(), train_start="far", normalize_returns=True, critic_coef=0.5)
+    model = PPOFineTuning(
+        AppleRetrieval(),
+        collection=Collection(start="far"),
+        loss=PPOLoss(normalize_returns=True, critic_coef=0.5),
+    )
     td = collected(model)
     td["value_target"] = td["value_target"] * 50.0 + 7.0  # returns on a much larger scale
     loss = model.ppo_loss(td.clone())["loss_critic"]
@@ -58,7 +64,7 @@ def test_normalised_returns_compare_values_in_return_units():
 
 def test_value_clip_limits_the_critic_step():
     """With ``value_clip`` the loss reports the share of clipped value predictions (TorchRL)."""
-    model = PPOFineTuning(AppleRetrieval(), train_start="far", value_clip=1e-3)
+    model = PPOFineTuning(AppleRetrieval(), collection=Collection(start="far"), loss=PPOLoss(value_clip=1e-3))
     td = collected(model)
     td["state_value"] = td["state_value"] + 1.0  # the collected values sit 1 away from the critic's
     out = model.ppo_loss(td)
@@ -68,8 +74,10 @@ def test_value_clip_limits_the_critic_step():
 def test_checkpoints_load_across_return_normalisation_settings():
     """A checkpoint from a run without ``normalize_returns`` loads into one with it (fresh
     statistics) and the other way round (statistics dropped)."""
-    plain = PPOFineTuning(AppleRetrieval(), train_start="far")
-    normalised = PPOFineTuning(AppleRetrieval(), train_start="far", normalize_returns=True)
+    plain = PPOFineTuning(AppleRetrieval(), collection=Collection(start="far"))
+    normalised = PPOFineTuning(
+        AppleRetrieval(), collection=Collection(start="far"), loss=PPOLoss(normalize_returns=True)
+    )
     for source, target in ((plain, normalised), (normalised, plain)):
         checkpoint = {"state_dict": source.state_dict()}
         target.on_load_checkpoint(checkpoint)

@@ -18,8 +18,8 @@ BUDGET = BATCH * 50
 
 def command(run, pretrained, *extra):
     return [sys.executable, "-m", "lit_rl.cli", "fit", *APPLE, *TRAINER,
-            "--model.pretrained", str(pretrained), "--model.budget_frames", str(BUDGET),
-            "--model.eval_every_frames", "64000", "--model.eval_episodes", "32",
+            "--model.pretrained", str(pretrained), "--model.budget.frames", str(BUDGET),
+            "--model.evaluation.every_frames", "64000", "--model.evaluation.episodes", "32",
             "--run_dir", str(run), *extra]  # fmt: skip
 
 

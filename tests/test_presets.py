@@ -38,18 +38,19 @@ def test_paper_presets_overlay_their_cpu_preset(capsys):
     assert paper["preset"] == "nethack_paper"
     assert model["scenario"]["init_args"]["size"] == "paper"
     assert model["scenario"]["init_args"]["far_dlvl"] == 4
-    assert (model["lr"], model["clip_epsilon"], model["value_clip"], model["max_grad_norm"]) == (
-        1e-4,
-        0.1,
-        1.0,
-        4.0,
-    )
-    assert model["weight_decay"] == 1e-4 and model["learning_starts_frames"] == 25_000_000
-    assert model["minibatch_size"] == 4096 and model["rollout_length"] == 32
+    assert (
+        model["optimisation"]["lr"],
+        model["loss"]["clip_epsilon"],
+        model["loss"]["value_clip"],
+        model["optimisation"]["max_grad_norm"],
+    ) == (1e-4, 0.1, 1.0, 4.0)
+    assert model["optimisation"]["weight_decay"] == 1e-4 and model["budget"]["learning_starts"] == 25_000_000
+    assert model["optimisation"]["minibatch_size"] == 4096 and model["collection"]["rollout_length"] == 32
     callbacks = [c["class_path"] for c in paper["trainer"]["callbacks"]]
     assert callbacks.count("callbacks.SubspaceEvaluation") == 1
     montezuma = resolve(capsys, "env/montezuma.yaml", "env/montezuma_paper.yaml")["model"]["init_args"]
-    assert (montezuma["num_envs"], montezuma["rollout_length"], montezuma["ppo_epochs"]) == (128, 128, 4)
+    collection, optimisation = montezuma["collection"], montezuma["optimisation"]
+    assert (collection["num_envs"], collection["rollout_length"], optimisation["epochs"]) == (128, 128, 4)
     assert montezuma["scenario"]["init_args"]["max_episode_steps"] == 4500
 
 
@@ -90,3 +91,13 @@ def test_run_names_come_from_preset_methods_and_seed():
     assert methods_label([], pretrained=True) == "none"
     assert methods_label([], pretrained=False) == "pretrain"
     assert methods_label(["ks"], pretrained=False, teacher=True) == "ks+scratch"
+
+
+def test_a_preset_overrides_only_the_keys_of_a_section_it_names(capsys):
+    """Settings are grouped by concern; an overlay that sets some keys of a section keeps the rest
+    from the files below it (jsonargparse merges dataclass groups key by key)."""
+    model = resolve(capsys, "env/nethack.yaml", "env/nethack_study.yaml")["model"]["init_args"]
+    assert model["collection"]["mode"] == "async" and model["collection"]["num_envs"] == 32  # study
+    assert model["collection"]["start"] == "close"  # base.yaml
+    assert model["optimisation"]["lr"] == 0.0005 and model["optimisation"]["lr_decay"] is True  # both
+    assert model["loss"]["value_clip"] == 1.0 and model["evaluation"]["episodes"] == 64

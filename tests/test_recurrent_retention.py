@@ -145,7 +145,7 @@ def test_finetuning_reads_the_scenarios_dataset_when_it_has_one(dataset, tmp_pat
     """With an index in ``data_dir`` the fine-tuning module's BC chunks and EWC states come from
     the recorded games (their frames carry ``valid``), not from π*'s rollouts."""
     from lit_rl.models.policy_io import save_policy
-    from lit_rl.training.finetune import PPOFineTuning
+    from lit_rl.training.ppo import PPOFineTuning
 
     scenario = NetHack(size="tiny", data_dir=str(dataset))
     policy = scenario.make_policy().modules()

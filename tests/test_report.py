@@ -84,7 +84,8 @@ def test_run_summary_writes_preset_stage_and_transfer(tmp_path):
     model = SimpleNamespace(
         scenario=SimpleNamespace(name="apple"),
         method_name="ewc",
-        hparams=hparams(seed=1, budget_frames=2000, pretrained="pretrained/apple.pt"),
+        hparams=hparams(seed=1, pretrained="pretrained/apple.pt"),
+        budget=SimpleNamespace(frames=2000),
         env_frames=2000,
         nonfinite_updates=0,
     )
@@ -93,7 +94,7 @@ def test_run_summary_writes_preset_stage_and_transfer(tmp_path):
     assert written["preset"] == "apple" and written["stage"] == "finetune"
     assert written["transfer"] == pytest.approx(-20.0)
     assert written["curve"]["far"]["min"] == -10.0 and written["curve"]["close"]["final"] == 20.0
-    model.hparams = hparams(seed=1, budget_frames=2000, pretrained=None)
+    model.hparams = hparams(seed=1, pretrained=None)
     RunSummary()._write(trainer, model, finished=True)
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["preset"] is None and written["stage"] == "pretrain"

@@ -35,8 +35,8 @@ def assert_metrics_cover(run, budget: int, eval_frames: list[int]) -> None:
 def command(run, pretrained, *extra):
     return [sys.executable, "-m", "lit_rl.cli", "fit", *APPLE, *TRAINER,
             "--config", str(ROOT / "configs/method/ks.yaml"),
-            "--model.pretrained", str(pretrained), "--model.budget_frames", str(BUDGET),
-            "--model.eval_every_frames", "64000", "--run_dir", str(run), *extra]  # fmt: skip
+            "--model.pretrained", str(pretrained), "--model.budget.frames", str(BUDGET),
+            "--model.evaluation.every_frames", "64000", "--run_dir", str(run), *extra]  # fmt: skip
 
 
 def test_kill_and_resume_continues_the_frame_count(pretrained_apple, tmp_path):

@@ -25,7 +25,8 @@ from lit_rl.retention import (
 )
 from lit_rl.scenarios.apple import AppleRetrieval
 from lit_rl.scenarios.base import ActorCritic, TeacherLogits
-from lit_rl.training.finetune import PPOFineTuning
+from lit_rl.training.ppo import PPOFineTuning
+from lit_rl.training.settings import Collection
 
 WEIGHT = "module.0.module.linear.weight"
 BIAS = "module.0.module.linear.bias"
@@ -105,9 +106,8 @@ def _finetuning(tmp_path, *methods) -> PPOFineTuning:
     return PPOFineTuning(
         scenario,
         pretrained=_pretrained_path(tmp_path, scenario),
-        num_envs=8,
-        pretraining_state_frames=256,
         retention=list(methods),
+        collection=Collection(num_envs=8, teacher_frames=256),
     )
 
 

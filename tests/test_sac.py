@@ -16,7 +16,7 @@ from lit_rl.cli import main
 from lit_rl.models.policy_io import save_policy
 from lit_rl.retention.gaussian import EpisodicMemory, GaussianBC, GaussianEWC, gaussian_fisher
 from lit_rl.scenarios.robotic import RoboticSequence
-from lit_rl.training.sac_finetune import SACFineTuning
+from lit_rl.training.sac import Replay, SACFineTuning, SoftActorCritic
 
 ROOT = Path(__file__).resolve().parents[1]
 OBS = 44
@@ -61,7 +61,11 @@ def tiny_module(tmp_path: Path, retention, buffer_size: int = 1000) -> SACFineTu
     path = tmp_path / "pi.pt"
     save_policy(path, source.exported, scenario.describe())
     return SACFineTuning(
-        scenario, pretrained=str(path), buffer_size=buffer_size, batch_size=16, retention=retention
+        scenario,
+        pretrained=str(path),
+        retention=retention,
+        replay=Replay(buffer_size=buffer_size),
+        sac=SoftActorCritic(batch_size=16),
     )
 
 
@@ -183,13 +187,13 @@ def tiny(tmp_path: Path) -> list[str]:
         "--model.scenario.init_args.depth", "2",
         "--model.scenario.init_args.steps_per_stage", "20",
         "--model.scenario.init_args.pretraining_buffer", str(tmp_path / "pi.buffer.pt"),
-        "--model.num_envs", "2",
-        "--model.rollout_length", "50",
-        "--model.updates_per_frame", "0.1",
-        "--model.batch_size", "32",
-        "--model.eval_episodes", "2",
-        "--model.eval_every_frames", "100",
-        "--model.loglik_every_frames", "100",
+        "--model.collection.num_envs", "2",
+        "--model.collection.rollout_length", "50",
+        "--model.sac.updates_per_frame", "0.1",
+        "--model.sac.batch_size", "32",
+        "--model.evaluation.episodes", "2",
+        "--model.evaluation.every_frames", "100",
+        "--model.loglik.every_frames", "100",
     ]  # fmt: skip
 
 
@@ -201,14 +205,15 @@ def test_sac_fit_end_to_end_pretrain_finetune_resume(tmp_path):
     torch.set_num_threads(1)
     policy = tmp_path / "pi.pt"
     main(["fit", *ROBOTIC, "--config", str(ROOT / "configs/pretrain/robotic.yaml"), *TRAINER, *tiny(tmp_path),
-          "--model.budget_frames", "200", "--model.start_steps", "100", "--model.learning_starts", "50",
-          "--model.export_policy", str(policy), "--run_dir", str(tmp_path / "pre")])  # fmt: skip
+          "--model.budget.frames", "200", "--model.replay.start_steps", "100",
+          "--model.budget.learning_starts", "50",
+          "--model.export.policy", str(policy), "--run_dir", str(tmp_path / "pre")])  # fmt: skip
     assert policy.is_file() and (tmp_path / "pi.buffer.pt").is_file()
     methods = ["--config", str(ROOT / "configs/method/robotic/bc.yaml"),
                "--config", str(ROOT / "configs/method/robotic/em.yaml"),
                "--model.retention.init_args.memory_size", "60"]  # fmt: skip
     args = ["fit", *ROBOTIC, *methods, *TRAINER, *tiny(tmp_path), "--model.pretrained", str(policy),
-            "--model.budget_frames", "200", "--model.updates_per_frame", "0.2"]  # fmt: skip
+            "--model.budget.frames", "200", "--model.sac.updates_per_frame", "0.2"]  # fmt: skip
     run = tmp_path / "ft"
     main([*args, "--run_dir", str(run)])
     summary = json.loads((run / "summary.json").read_text())
@@ -253,8 +258,9 @@ def test_two_process_ddp_sac_run_ends_with_identical_weights(tmp_path):
     torch.set_num_threads(1)
     policy = tmp_path / "pi.pt"
     main(["fit", *ROBOTIC, "--config", str(ROOT / "configs/pretrain/robotic.yaml"), *TRAINER, *tiny(tmp_path),
-          "--model.budget_frames", "200", "--model.start_steps", "200", "--model.learning_starts", "200",
-          "--model.export_policy", str(policy), "--run_dir", str(tmp_path / "pre")])  # fmt: skip
+          "--model.budget.frames", "200", "--model.replay.start_steps", "200",
+          "--model.budget.learning_starts", "200",
+          "--model.export.policy", str(policy), "--run_dir", str(tmp_path / "pre")])  # fmt: skip
     probe = tmp_path / "probe.yaml"
     probe.write_text("trainer:\n  callbacks+:\n    - class_path: tests.ddp_probe.SaveRankWeights\n")
     run = tmp_path / "ddp"
@@ -263,8 +269,8 @@ def test_two_process_ddp_sac_run_ends_with_identical_weights(tmp_path):
            "--config", str(ROOT / "configs/method/robotic/em.yaml"),
            "--model.retention.init_args.memory_size", "60", *TRAINER,
            "--config", str(ROOT / "configs/trainer/ddp.yaml"), "--config", str(probe), *tiny(tmp_path),
-           "--model.pretrained", str(policy), "--model.budget_frames", "200",
-           "--model.updates_per_frame", "0.2", "--run_dir", str(run)]  # fmt: skip
+           "--model.pretrained", str(policy), "--model.budget.frames", "200",
+           "--model.sac.updates_per_frame", "0.2", "--run_dir", str(run)]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(run / f"rank{r}.pt") for r in (0, 1)]

@@ -97,7 +97,7 @@ def test_smoke_study_reports_every_method_and_subspace(tmp_path):
 def test_killed_study_continues_where_it_stopped(tmp_path):
     """SIGKILL the study (and its runs) once a fine-tuning run has saved a checkpoint; the same
     command then resumes that run from it and finishes the study."""
-    changes = {"overrides": {"model": {"budget_frames": 2048}}}
+    changes = {"overrides": {"model": {"budget": {"frames": 2048}}}}
     command = [sys.executable, "-m", "lit_rl.study", *smoke_config(tmp_path, **changes)]
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL)
     runs = tmp_path / "study" / "runs"

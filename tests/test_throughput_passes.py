@@ -14,6 +14,8 @@ state of those next states. Stored values do not have that error; the test pins 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from lightning import Trainer
@@ -24,15 +26,21 @@ from lit_rl.retention import Kickstarting
 from lit_rl.retention.base import policy_logits, teacher_student_kl
 from lit_rl.retention.distillation import CURRENT_LOGITS
 from lit_rl.scenarios.nethack import NetHack
-from lit_rl.training.finetune import PPOFineTuning
+from lit_rl.training.ppo import Advantage, Optimisation, PPOFineTuning, PPOLoss
 from lit_rl.training.ppo_loss import make_ppo_loss
+from lit_rl.training.settings import Budget, Collection, Evaluation
 
 ENVS, STEPS = 4, 16
 SETTINGS = dict(
-    num_envs=ENVS, rollout_length=STEPS, minibatch_size=2 * STEPS, lr=1e-3, gamma=0.99,
-    gae_lambda=0.95, clip_epsilon=0.1, value_clip=1.0, normalize_returns=True, critic_coef=1.0,
-    entropy_coef=0.001, max_grad_norm=4.0, eval_every_frames=10**9,
-)  # fmt: skip
+    collection=Collection(num_envs=ENVS, rollout_length=STEPS),
+    optimisation=Optimisation(minibatch_size=2 * STEPS, lr=1e-3, max_grad_norm=4.0),
+    advantage=Advantage(gamma=0.99, gae_lambda=0.95),
+    loss=PPOLoss(
+        clip_epsilon=0.1, value_clip=1.0, normalize_returns=True, critic_coef=1.0, entropy_coef=0.001
+    ),
+    evaluation=Evaluation(every_frames=10**9),
+    budget=Budget(),
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +53,11 @@ def teacher_file(tmp_path_factory):
     return path
 
 
-def module(teacher_file, ks: bool = False, episode_steps: int = 7, **overrides) -> PPOFineTuning:
+def module(teacher_file, ks: bool = False, episode_steps: int = 7, **overrides: dict) -> PPOFineTuning:
+    """The test trainer; ``overrides`` change keys of a settings group, e.g. ``budget={"frames": 128}``."""
     # 7-step episodes: rows of 16 steps hold time-limit truncations, so bootstraps inside rows count
     scenario = NetHack(size="tiny", max_episode_steps=episode_steps)
-    settings = {**SETTINGS, **overrides}
+    settings = {group: replace(value, **overrides.get(group, {})) for group, value in SETTINGS.items()}
     retention = [Kickstarting()] if ks else []
     return PPOFineTuning(scenario, pretrained=str(teacher_file), retention=retention, **settings)
 
@@ -57,7 +66,7 @@ def collect(model: PPOFineTuning):
     """One [envs, time] batch from the trainer's own collector, as training_step receives it."""
     model.train()
     model.on_fit_start()  # the retention context
-    collector = model._make_collector(ENVS * STEPS, model._collection_policy())
+    collector, _ = model.make_collector(ENVS * STEPS)
     try:
         return next(iter(collector)).clone()
     finally:
@@ -87,16 +96,17 @@ def test_advantages_and_losses_equal_the_full_recomputation(teacher_file, one_to
         model.stored_value_advantage(reference)
         model.compute_advantage(batch)  # stored values + bootstraps
         previous = reference_batch(batch).clone()
-        model.advantage(previous)  # the trainer's previous GAE
+        model.gae(previous)  # the trainer's previous GAE
     torch.testing.assert_close(batch["advantage"], reference["advantage"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(batch["value_target"], reference["value_target"], rtol=1e-5, atol=1e-5)
     wrong = ~torch.isclose(previous["advantage"], reference["advantage"], rtol=1e-5, atol=1e-5)
     assert wrong.any() and (wrong <= batch["is_init"]).all()  # only episode-start frames differed
 
-    hp = model.hparams
+    loss = model.loss
     actor = model.policy["actor"]
-    settings = dict(clip_epsilon=hp.clip_epsilon, critic_coef=hp.critic_coef, entropy_coef=model.entropy_coef,
-                    value_clip=hp.value_clip, normalize_returns=hp.normalize_returns)  # fmt: skip
+    settings = dict(clip_epsilon=loss.clip_epsilon, critic_coef=loss.critic_coef,
+                    entropy_coef=model.entropy_coef, value_clip=loss.value_clip,
+                    normalize_returns=loss.normalize_returns)  # fmt: skip
     # the reference loss: the actor replays (encoders included), the critic re-runs every stored state
     full = make_ppo_loss(actor, critic, **settings)
     shared = make_ppo_loss(actor, model.ppo_loss.critic_network, **settings)
@@ -158,7 +168,7 @@ def test_a_training_run_makes_two_passes_per_frame_three_with_ks(teacher_file, o
     """Collection (1) + PPO (1) (+ π* beside the student, 1), plus the critic on the bootstrap
     states: each row's last next state and the states truncated episodes were cut at."""
     budget = 3 * ENVS * STEPS
-    model = module(teacher_file, ks=ks, budget_frames=budget, episode_steps=1000)
+    model = module(teacher_file, ks=ks, budget={"frames": budget}, episode_steps=1000)
     passes, bootstraps = _fit_passes(model, budget)
     assert 0 < bootstraps <= 2 * budget // STEPS  # about one per row
     probe = ENVS * (2 if ks else 1)  # TorchRL's Collector runs its policy once when it is built

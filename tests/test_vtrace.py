@@ -1,4 +1,5 @@
-"""Issue 14, point 2: V-trace targets (``model.advantage: vtrace``) on real collected NetHack batches.
+"""Issue 14, point 2: V-trace targets (``model.advantage.estimator: vtrace``) on real collected
+NetHack batches.
 
 With no lag (the behaviour weights are the learner's) V-trace is GAE with λ = 1; with a lag the
 importance weights π/μ of the stored actions are truncated at ρ̄ (TD errors) and c̄ (traces). The
@@ -36,7 +37,7 @@ def impala_targets(batch, log_pi, value, next_value, gamma, rho_bar, c_bar):
 @pytest.fixture
 def vtrace_model(teacher_file):  # noqa: F811
     torch.manual_seed(2)
-    return module(teacher_file, gae_lambda=1.0, advantage="vtrace")
+    return module(teacher_file, advantage={"gae_lambda": 1.0, "estimator": "vtrace"})
 
 
 def test_without_lag_vtrace_is_gae_lambda_one(vtrace_model, one_torch_thread):
@@ -56,7 +57,13 @@ def test_without_lag_vtrace_is_gae_lambda_one(vtrace_model, one_torch_thread):
 def test_with_lag_the_importance_weights_are_truncated(teacher_file, one_torch_thread, rho_bar, c_bar):  # noqa: F811
     torch.manual_seed(3)
     model = module(
-        teacher_file, gae_lambda=1.0, advantage="vtrace", vtrace_rho_bar=rho_bar, vtrace_c_bar=c_bar
+        teacher_file,
+        advantage={
+            "gae_lambda": 1.0,
+            "estimator": "vtrace",
+            "vtrace_rho_bar": rho_bar,
+            "vtrace_c_bar": c_bar,
+        },
     )
     batch = collect(model)
     with torch.no_grad():  # the learner moved on after these frames were collected: a lag
@@ -67,20 +74,22 @@ def test_with_lag_the_importance_weights_are_truncated(teacher_file, one_torch_t
         assert (ratio > max(rho_bar, c_bar)).any() and (ratio < min(rho_bar, c_bar)).any()
         next_value = model._next_values(batch)
         model.compute_advantage(batch)
-        vs, advantage = impala_targets(batch, log_pi, batch["state_value"], next_value, model.hparams.gamma,
+        vs, advantage = impala_targets(batch, log_pi, batch["state_value"], next_value, model.advantage.gamma,
                                        rho_bar, c_bar)  # fmt: skip
     torch.testing.assert_close(batch["value_target"], vs, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(batch["advantage"], advantage, rtol=1e-5, atol=1e-5)
     assert model._vtrace_clipped == pytest.approx((ratio > rho_bar * 1.0001).float().mean().item())
     # untruncated weights give other targets: the truncation is what made them equal
     unclipped, _ = impala_targets(
-        batch, log_pi, batch["state_value"], next_value, model.hparams.gamma, 1e9, 1e9
+        batch, log_pi, batch["state_value"], next_value, model.advantage.gamma, 1e9, 1e9
     )
     assert not torch.allclose(unclipped, vs, rtol=1e-5, atol=1e-5)
 
 
 def test_a_vtrace_run_trains(teacher_file, one_torch_thread):  # noqa: F811
-    model = module(teacher_file, gae_lambda=1.0, advantage="vtrace", budget_frames=2 * 64)
+    model = module(
+        teacher_file, advantage={"gae_lambda": 1.0, "estimator": "vtrace"}, budget={"frames": 2 * 64}
+    )
     before = {k: v.clone() for k, v in model.policy.behaviour_parameters().items()}
     Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
             enable_progress_bar=False, enable_model_summary=False).fit(model)  # fmt: skip
@@ -90,7 +99,7 @@ def test_a_vtrace_run_trains(teacher_file, one_torch_thread):  # noqa: F811
 
 def test_bad_settings_fail_in_one_line(teacher_file):  # noqa: F811
     with pytest.raises(ValueError, match="gae_lambda"):
-        module(teacher_file, gae_lambda=0.95, advantage="vtrace")
-    with pytest.raises(ValueError, match="model.advantage='retrace'"):
-        module(teacher_file, advantage="retrace")
-    assert module(teacher_file).hparams.advantage == "gae"  # the default keeps GAE
+        module(teacher_file, advantage={"gae_lambda": 0.95, "estimator": "vtrace"})
+    with pytest.raises(ValueError, match="model.advantage.estimator='retrace'"):
+        module(teacher_file, advantage={"estimator": "retrace"})
+    assert module(teacher_file).advantage.estimator == "gae"  # the default keeps GAE

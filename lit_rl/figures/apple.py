@@ -132,11 +132,11 @@ def fit_args(
         "--run_dir", str(run_dir),
     ]  # fmt: skip
     if pretrain:
-        args += ["--model.export_policy", str(policy)]
+        args += ["--model.export.policy", str(policy)]
     else:
         args += ["--model.pretrained", str(policy), "--trainer.callbacks+=callbacks.LogisticActorTrace"]
     if budget is not None:
-        args += ["--model.budget_frames", str(budget)]
+        args += ["--model.budget.frames", str(budget)]
     return args + list(extra)
 
 

@@ -35,6 +35,7 @@ from lit_rl.datasets.nld import NLDSequences, build_index, policy_chunks
 from lit_rl.models.policy_io import save_policy
 from lit_rl.retention.distillation import CarriedSequence, sequence_cross_entropy
 from lit_rl.scenarios.nethack import NetHack
+from lit_rl.training.settings import Export, record_settings, settings
 
 
 class BehaviouralCloning(LightningModule):
@@ -50,7 +51,7 @@ class BehaviouralCloning(LightningModule):
         lr, max_grad_norm: Adam settings.
         critic_warmup_frames: env frames of value-head-only training after cloning (0: none).
         warmup_envs: parallel games of the critic warm-up.
-        export_policy: where π* is written.
+        export: where π* is written (``export.policy``; the fine-tuning trainers' ``Export`` group).
         seed: shuffling seed of the dataset stream.
     """
 
@@ -64,11 +65,13 @@ class BehaviouralCloning(LightningModule):
         max_grad_norm: float | None = 4.0,
         critic_warmup_frames: int = 0,
         warmup_envs: int = 8,
-        export_policy: str | None = "pretrained/nethack.pt",
+        export: Export = Export(policy="pretrained/nethack.pt"),
         seed: int = 0,
     ):
         super().__init__()
+        self.export = settings(Export, export)
         self.save_hyperparameters(ignore=["scenario"])
+        record_settings(self)
         self.scenario = scenario
         self.policy = scenario.make_policy().modules()
         self.policy.requires_grad_(True)  # the scenario freezes encoders for fine-tuning only
@@ -135,8 +138,8 @@ class BehaviouralCloning(LightningModule):
     def on_fit_end(self) -> None:
         if self.hparams.critic_warmup_frames > 0:
             self.warm_up_critic(self.hparams.critic_warmup_frames)
-        if self.hparams.export_policy and self.trainer.is_global_zero:
-            save_policy(self.hparams.export_policy, self.policy, self.scenario.describe())
+        if self.export.policy and self.trainer.is_global_zero:
+            save_policy(self.export.policy, self.policy, self.scenario.describe())
 
     def warm_up_critic(self, frames: int, rollout_length: int = 32) -> None:
         """Regress the value head alone on π*'s own returns (clipped training reward, γ = 1)."""

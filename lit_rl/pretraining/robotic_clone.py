@@ -25,7 +25,8 @@ from torchrl.collectors import Collector
 from lit_rl.evaluation import SubspaceEvaluator
 from lit_rl.models.policy_io import atomic_torch_save, save_policy
 from lit_rl.scenarios import RoboticSequence
-from lit_rl.training.sac_finetune import SACFineTuning, _loglik, exported_buffer_path
+from lit_rl.training.sac import SACFineTuning, _loglik, exported_buffer_path
+from lit_rl.training.settings import Collection
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     scenario = RoboticSequence(pretraining_buffer=None)
-    module = SACFineTuning(scenario, train_start="far_tasks")
+    module = SACFineTuning(scenario, collection=Collection(start="far_tasks"))
     env = scenario.make_env(4, "far_tasks", args.seed, training=True)
     started = time.monotonic()
     collector = Collector(

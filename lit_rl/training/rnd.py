@@ -25,14 +25,15 @@ resumed run does not warm up again.
 
 Advantages are not normalised per minibatch (jcwleo's agents.py lines 119–127 use the raw
 advantages; its config.conf says ``UseNorm = False``), and Adam's ε is torch's default 1e-8
-(agents.py line 50 passes only the learning rate); both are settings (``normalize_advantage``,
-``adam_eps``) because the PPO trainer underneath normalises and uses ε = 1e-7.
+(agents.py line 50 passes only the learning rate); both are settings (``rnd.normalize_advantage``,
+``rnd.adam_eps``) because the PPO trainer underneath normalises and uses ε = 1e-7.
 """
 
 from __future__ import annotations
 
 import hashlib
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -53,8 +54,9 @@ from lit_rl.models.rnd import (
     warm_up_observation_stats,
 )
 from lit_rl.scenarios.base import Scenario
-from lit_rl.training.finetune import PPOFineTuning
+from lit_rl.training.ppo import PPOFineTuning
 from lit_rl.training.ppo_loss import make_ppo_loss, shared_trunk_critic
+from lit_rl.training.settings import settings
 
 
 def rnd_path(policy_path: str | Path) -> Path:
@@ -73,41 +75,46 @@ class _Concat(nn.Module):
         return torch.cat([extrinsic, intrinsic], dim=-1)
 
 
-class RNDFineTuning(PPOFineTuning):
-    """`PPOFineTuning` with RND exploration and two value streams (paper section 4).
+@dataclass
+class RNDSettings:
+    """RND's own settings (defaults: the paper's agent, jcwleo's config).
 
-    Args (beyond `PPOFineTuning`'s; ``gamma`` is the extrinsic discount):
+    Attributes:
         ext_coef, int_coef: weights of the extrinsic and intrinsic advantages (2.0, 1.0).
-        gamma_int: intrinsic discount (0.99).
-        rnd_update_proportion: share of each minibatch the RND predictor trains on (0.25).
+        gamma_int: intrinsic discount (0.99); ``advantage.gamma`` is the extrinsic one.
+        update_proportion: share of each minibatch the RND predictor trains on (0.25).
         obs_warmup_steps: random-action steps per env that seed the observation normaliser (50).
         clip_extrinsic_reward: clip game rewards to [-1, 1] as RND does (scores are 100s–1000s).
         normalize_advantage: standardise advantages per minibatch (off in the paper's agent).
         adam_eps: Adam's ε (the paper's agent: torch's default, 1e-8).
     """
 
-    def __init__(
-        self,
-        scenario: Scenario,
-        *,
-        ext_coef: float = EXT_COEF,
-        int_coef: float = INT_COEF,
-        gamma_int: float = GAMMA_INT,
-        rnd_update_proportion: float = UPDATE_PROPORTION,
-        obs_warmup_steps: int = WARMUP_STEPS,
-        clip_extrinsic_reward: bool = True,
-        normalize_advantage: bool = False,
-        adam_eps: PositiveFloat = 1e-8,
-        **kwargs,
-    ):
+    ext_coef: float = EXT_COEF
+    int_coef: float = INT_COEF
+    gamma_int: float = GAMMA_INT
+    update_proportion: float = UPDATE_PROPORTION
+    obs_warmup_steps: int = WARMUP_STEPS
+    clip_extrinsic_reward: bool = True
+    normalize_advantage: bool = False
+    adam_eps: PositiveFloat = 1e-8
+
+
+class RNDFineTuning(PPOFineTuning):
+    """`PPOFineTuning` with RND exploration and two value streams (paper section 4).
+
+    Args (beyond `PPOFineTuning`'s): ``rnd``, RND's own settings (``RNDSettings``).
+    """
+
+    def __init__(self, scenario: Scenario, *, rnd: RNDSettings = RNDSettings(), **kwargs):
+        self.rnd_settings = settings(RNDSettings, rnd)
         super().__init__(scenario=scenario, **kwargs)
-        hp = self.hparams
-        if hp.value_clip is not None or hp.normalize_returns:
+        if self.loss.value_clip is not None or self.loss.normalize_returns:
             raise ValueError(
-                "value_clip and normalize_returns are not supported with RND's two value streams: "
-                "remove them from the Montezuma config"
+                "model.loss.value_clip and model.loss.normalize_returns are not supported with RND's "
+                "two value streams: remove them from the Montezuma config"
             )
-        self.rnd = RND(update_proportion=rnd_update_proportion, gamma_int=gamma_int)
+        s = self.rnd_settings
+        self.rnd = RND(update_proportion=s.update_proportion, gamma_int=s.gamma_int)
         self.register_buffer("obs_warmed_up", torch.tensor(False))
         critic_pair = TensorDictSequential(
             shared_trunk_critic(self.policy["actor"], self.policy["critic"]),
@@ -116,14 +123,15 @@ class RNDFineTuning(PPOFineTuning):
         self.ppo_loss = make_ppo_loss(
             self.policy["actor"],
             critic_pair,
-            clip_epsilon=hp.clip_epsilon,
-            critic_coef=hp.critic_coef,
+            clip_epsilon=self.loss.clip_epsilon,
+            critic_coef=self.loss.critic_coef,
             entropy_coef=self.entropy_coef,
         )
         self.ppo_loss.set_keys(value=VALUE_PAIR, value_target=TARGET_PAIR)
-        self.ppo_loss.normalize_advantage = normalize_advantage
-        if hp.pretrained is not None and rnd_path(hp.pretrained).is_file():
-            self._load_pretrained_rnd(rnd_path(hp.pretrained))
+        self.ppo_loss.normalize_advantage = s.normalize_advantage
+        pretrained = self.hparams.pretrained
+        if pretrained is not None and rnd_path(pretrained).is_file():
+            self._load_pretrained_rnd(rnd_path(pretrained))
 
     def _load_pretrained_rnd(self, path: Path) -> None:
         """π*'s RND and observation statistics, if the file was written with this very π*
@@ -145,10 +153,11 @@ class RNDFineTuning(PPOFineTuning):
     # --- lifecycle ------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        if not bool(self.obs_warmed_up) and self.hparams.obs_warmup_steps > 0:
-            hp = self.hparams
-            env = self.scenario.make_env(hp.num_envs, hp.train_start, self._env_seed() + 500)
-            warm_up_observation_stats(self.rnd, env, hp.obs_warmup_steps)
+        steps = self.rnd_settings.obs_warmup_steps
+        if not bool(self.obs_warmed_up) and steps > 0:
+            c = self.collection
+            env = self.scenario.make_env(c.num_envs, c.start, self._env_seed() + 500)
+            warm_up_observation_stats(self.rnd, env, steps)
             env.close()
             self.obs_warmed_up.fill_(True)
 
@@ -156,16 +165,16 @@ class RNDFineTuning(PPOFineTuning):
         """Export π* and, beside it, its RND networks and normalisers, so fine-tuning continues
         the same exploration bonus instead of starting RND afresh."""
         super().on_fit_end()
-        if self.hparams.export_policy and self.trainer.is_global_zero:
-            save_policy(rnd_path(self.hparams.export_policy), self.rnd, self._rnd_description())
+        if self.export.policy and self.trainer.is_global_zero:
+            save_policy(rnd_path(self.export.policy), self.rnd, self._rnd_description())
 
     def configure_optimizers(self):
         """The trainer's optimiser with RND's Adam ε (read by Adam from each group at every step)."""
         configured = super().configure_optimizers()
         optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
-        if self.hparams.optimizer == "adam":
+        if self.optimisation.optimizer == "adam":
             for group in optimizer.param_groups:
-                group["eps"] = self.hparams.adam_eps
+                group["eps"] = self.rnd_settings.adam_eps
         return configured
 
     def _collection_policy(self):
@@ -179,7 +188,7 @@ class RNDFineTuning(PPOFineTuning):
         """The policy's groups plus the RND predictor's (the target network never trains)."""
         return [
             *super().parameter_groups(),
-            {"params": list(self.rnd.predictor.parameters()), "lr": self.hparams.lr},
+            {"params": list(self.rnd.predictor.parameters()), "lr": self.optimisation.lr},
         ]
 
     # --- hooks ----------------------------------------------------------------------------------
@@ -187,7 +196,7 @@ class RNDFineTuning(PPOFineTuning):
     def compute_advantage(self, batch: TensorDictBase) -> None:
         """Two-stream GAE on the [envs, time] batch; writes ``advantage``, the two-column
         ``value_target`` and ``reward_int`` (normalised intrinsic reward, for logging)."""
-        hp = self.hparams
+        s, advantage = self.rnd_settings, self.advantage
         if VALUE_KEYS[1] not in batch.keys():  # frames from a policy that stored no values
             batch.update(self.policy["critic"](batch.select("pixels").clone(False)).select(*VALUE_KEYS))
         next_ext, next_int = self._next_value_pair(batch)
@@ -196,7 +205,7 @@ class RNDFineTuning(PPOFineTuning):
         reward_int = self.rnd.normalise_intrinsic(raw_int, time_dim=1).unsqueeze(-1)
         self.rnd.update_obs_stats(next_pixels)
         reward_ext = batch["next", "reward"]
-        if hp.clip_extrinsic_reward:
+        if s.clip_extrinsic_reward:
             reward_ext = reward_ext.clamp(-1.0, 1.0)
         advantage, target_ext, target_int = combined_advantage(
             reward_ext,
@@ -207,11 +216,11 @@ class RNDFineTuning(PPOFineTuning):
             next_int,
             batch["next", "done"],
             batch["next", "terminated"],
-            gamma_ext=hp.gamma,
-            gamma_int=hp.gamma_int,
-            lmbda=hp.gae_lambda,
-            ext_coef=hp.ext_coef,
-            int_coef=hp.int_coef,
+            gamma_ext=advantage.gamma,
+            gamma_int=s.gamma_int,
+            lmbda=advantage.gae_lambda,
+            ext_coef=s.ext_coef,
+            int_coef=s.int_coef,
         )
         batch.set("advantage", advantage)
         batch.set(TARGET_PAIR, torch.cat([target_ext, target_int], dim=-1))
