@@ -105,7 +105,8 @@ def plot_far_visits(groups: dict[str, list[dict]], preset: str, out: Path) -> Pa
         if not curves:
             continue
         frames, mean, low, high = band(curves)
-        (line,) = ax.plot(frames, 100 * mean, label=f"{method} ({len(curves)} seeds)")
+        label = f"{method} ({len(curves)} seed{'s' if len(curves) > 1 else ''})"
+        (line,) = ax.plot(frames, 100 * mean, label=label)
         ax.fill_between(frames, 100 * low, 100 * high, alpha=0.15, color=line.get_color())
     ax.set_title(f"{preset}: training frames in the FAR room ({WINDOW}-batch windows)", fontsize=9)
     ax.set_xlabel("fine-tuning frames")
