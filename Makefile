@@ -110,8 +110,10 @@ pretrain: install ## pre-train π* for ENV (its FAR subspace) → pretrained/<en
 		--seed_everything $(SEED) $(if $(RESUME),--ckpt_path last)
 	@echo "pre-trained policy: $(PRETRAINED)"
 
+# Presets whose π* comes from a rule of their own (below), not from `make pretrain`.
+OWN_PISTAR := nethack nethack_paper montezuma
 finetune: install ## fine-tune π* with METHOD on ENV, evaluating CLOSE and FAR
-	@test -f $(PRETRAINED) || $(MAKE) --no-print-directory pretrain ENV=$(ENV) SEED=$(SEED)
+	$(if $(filter $(ENV),$(OWN_PISTAR)),,@test -f $(PRETRAINED) || $(MAKE) --no-print-directory pretrain ENV=$(ENV) SEED=$(SEED))
 	$(BIN)/lit-rl fit $(RUN_CONFIGS) $(foreach m,$(filter-out none,$(method_list)),--config $(call method_config,$(m))) \
 		$(TRAINER_CONFIGS) $(COMMON_ARGS)
 

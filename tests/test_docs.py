@@ -1,0 +1,321 @@
+"""The docs stay true (issue 28). Over README.md and every docs/*.md that exists:
+
+- every ``make …`` command, in a code block or an inline code span, dry-runs (``make -n``, nothing
+  is built: a throwaway VENV whose install stamp is fresh satisfies ``install``). ``METHOD=a|b``
+  stands for each of its values; a ``VAR=<placeholder>`` takes a valid value of VAR; a command
+  that cannot dry-run is marked ``# example`` (code) or followed by ``(example)`` (inline);
+- every ``python -m`` module of the project they name exists;
+- every ``configs/…`` and ``docs/…`` path, image and relative link (with its ``#anchor``) exists;
+- README's table of the METHOD values per ENV is the Makefile's, and its ENVs are the Makefile's;
+- every figure in README.md appears in a committed file that its section cites.
+
+Markdown is read with regular expressions (fences, code spans, links): the docs use nothing more.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shlex
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+FENCE = re.compile(r"^(```|~~~)")
+SPAN = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
+LINK = re.compile(r"!?\[([^\]]*)\]\(([^)\s]+)\)")
+# A placeholder's stand-in per variable: a value the Makefile accepts.
+PLACEHOLDER_VALUES = {
+    "METHOD": "ewc",
+    "ENV": "apple",
+    "SEED": "0",
+    "STEPS": "1000",
+    "DEVICES": "2",
+    "CKPT": "runs/apple-ewc-s0/checkpoints/last.ckpt",
+    "STUDY": "configs/study/nethack_smoke.yaml",
+    "TORCH_SPEC": "torch==2.13.0",
+    "PYTHON": "python3.11",
+    "BENCH_OUT": "reports/bench/results",
+}
+
+
+def doc_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def split_fences(text: str) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """(code lines, prose lines), each with its line number."""
+    code, prose, inside = [], [], False
+    for number, line in enumerate(text.splitlines(), 1):
+        if FENCE.match(line.strip()):
+            inside = not inside
+            continue
+        (code if inside else prose).append((number, line))
+    return code, prose
+
+
+def code_commands(lines: list[tuple[int, str]]) -> list[tuple[int, str, bool]]:
+    """`make …` commands in code blocks (continuations joined, `&&`/`;` split), also a comment line
+    that is a command (`# srun make …`, an alternative in a job script); (line, command, example)."""
+    found, pending, start = [], "", 0
+    for number, line in lines:
+        if pending:
+            line = pending + " " + line.strip()
+        else:
+            start = number
+        if line.rstrip().endswith("\\"):
+            pending = line.rstrip()[:-1]
+            continue
+        pending = ""
+        body, _, comment = line.partition(" #")
+        if line.lstrip().startswith("#"):
+            body, comment = line.lstrip()[1:], ""
+        example = "example" in comment.lower()
+        for part in re.split(r"&&|;", body):
+            part = re.sub(r"^\s*(\$\s+)?(srun\s+)?", "", part).strip()
+            if re.match(r"make(\s|$)", part):
+                found.append((start, part, example))
+    return found
+
+
+def inline_commands(lines: list[tuple[int, str]]) -> list[tuple[int, str, bool]]:
+    found = []
+    for number, line in lines:
+        for match in SPAN.finditer(line):
+            text = match.group(1).replace("\\|", "|").strip()
+            if re.match(r"(srun\s+)?make\s", text):
+                example = line[match.end() :].lstrip().startswith("(example)")
+                found.append((number, re.sub(r"^srun\s+", "", text), example))
+    return found
+
+
+def documented_commands() -> list[tuple[str, str, bool]]:
+    """(where, command, marked as an example) for every `make …` the docs show."""
+    out = []
+    for path in doc_files():
+        code, prose = split_fences(path.read_text())
+        for number, command, example in code_commands(code) + inline_commands(prose):
+            out.append((f"{path.relative_to(ROOT)}:{number}", command, example))
+    return out
+
+
+def expand(command: str) -> list[list[str]]:
+    """The make invocations a documented command stands for: `[X=…]` optional arguments included,
+    `VAR=a|b` once per value, `<placeholder>` replaced by a valid value of its variable."""
+    command = re.sub(r"\[([A-Z_]+=[^\]]*)\]", r"\1", command).replace("…", "x")
+    words = shlex.split(command)
+    choices = []
+    for word in words:
+        name, eq, value = word.partition("=")
+        if eq and re.fullmatch(r"[A-Z_]+", name):
+            value = re.sub(r"<[^>]*>", PLACEHOLDER_VALUES.get(name, "<unknown>"), value)
+            choices.append([f"{name}={v}" for v in value.split("|")])
+        else:
+            choices.append([word])
+    return [list(c) for c in itertools.product(*choices)]
+
+
+def dry_run(args: list[str], venv: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE") and k != "MFLAGS"}
+    return subprocess.run(
+        ["make", "-n", "--no-print-directory", *args[1:], f"VENV={venv}"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory) -> Path:
+    """A VENV whose install stamp is newer than pyproject.toml: `install` is satisfied, nothing runs."""
+    path = tmp_path_factory.mktemp("venv")
+    (path / ".installed").touch()
+    return path
+
+
+def test_every_documented_make_command_dry_runs(venv):
+    runs = []
+    for where, command, example in documented_commands():
+        if example:
+            continue
+        assert "<unknown>" not in command, f"{where}: placeholder without a value: {command}"
+        runs += [(where, command, args) for args in expand(command)]
+    assert len(runs) > 40, "the docs show fewer make commands than they do: is the parser broken?"
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda r: dry_run(r[2], venv), runs))
+    failed = [
+        f"{where}: `{' '.join(args)}` (from `{command}`): {result.stderr.strip().splitlines()[-1:]}"
+        for (where, command, args), result in zip(runs, results)
+        if result.returncode != 0
+    ]
+    assert not failed, "documented commands that do not dry-run:\n" + "\n".join(failed)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "make finetune ENV=robotic METHOD=ks",  # SAC offers no kickstarting
+        "make finetune ENV=nethack_study",  # the study's preset, not an ENV
+        "make study ENV=apple",
+        "make eval",  # no CKPT
+        "make finetune-all",  # no such target
+    ],
+)
+def test_the_dry_run_catches_a_broken_command(command, venv):
+    """The check above is only as good as `make -n` failing on what a user's run would refuse."""
+    result = dry_run(expand(command)[0], venv)
+    assert result.returncode != 0, result.stdout[-500:]
+
+
+def test_python_modules_named_in_the_docs_exist():
+    missing = []
+    for path in doc_files():
+        for match in re.finditer(r"python -m ((?:lit_rl|bench)(?:\.\w+)*)", path.read_text()):
+            parts = match.group(1).split(".")
+            module = ROOT.joinpath(*parts)
+            if not (module.with_suffix(".py").is_file() or (module / "__main__.py").is_file()):
+                missing.append(f"{path.relative_to(ROOT)}: python -m {match.group(1)}")
+    assert not missing, "\n".join(missing)
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*_]", "", heading.strip().lstrip("#").strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    _, prose = split_fences(path.read_text())
+    return {slug(line) for _, line in prose if line.startswith("#")}
+
+
+def named_paths(path: Path) -> list[str]:
+    """configs/… and docs/… paths (brace lists expanded; patterns with <…> left out)."""
+    out = []
+    for match in re.finditer(r"(?<![\w./-])((?:configs|docs)/[\w./{},*<>+-]*[\w}*])", path.read_text()):
+        name = match.group(1)
+        if "<" in name:
+            continue
+        brace = re.search(r"\{([^}]*)\}", name)
+        options = brace.group(1).split(",") if brace else [""]
+        out += [name[: brace.start()] + o + name[brace.end() :] if brace else name for o in options]
+    return out
+
+
+def test_named_paths_images_and_links_exist():
+    missing = []
+    for path in doc_files():
+        where = path.relative_to(ROOT)
+        for name in named_paths(path):
+            if not (list(ROOT.glob(name)) if "*" in name else (ROOT / name).exists()):
+                missing.append(f"{where}: {name}")
+        _, prose = split_fences(path.read_text())
+        text = "\n".join(line for _, line in prose)
+        for match in LINK.finditer(SPAN.sub("", text)):
+            target = match.group(2)
+            if re.match(r"[a-z]+:", target):
+                continue
+            file, _, anchor = target.partition("#")
+            linked = (path.parent / file) if file else path
+            if not linked.exists():
+                missing.append(f"{where}: {target}")
+            elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+                missing.append(f"{where}: {target} (no such heading)")
+    assert not missing, "named in the docs, missing:\n" + "\n".join(missing)
+
+
+def make_help(env: str) -> tuple[set[str], set[str]]:
+    """(METHOD values, ENV values) as `make help ENV=env` lists them."""
+    out = subprocess.run(["make", "-s", "help", f"ENV={env}"], cwd=ROOT, capture_output=True, text=True)
+    methods = re.search(r"METHOD=\S+ \(one of: ([^;]*);", out.stdout)
+    envs = re.search(r"ENV=\S+ \(one of: ([^)]*)\)", out.stdout)
+    return set(methods.group(1).split()), set(envs.group(1).split())
+
+
+def readme_method_table() -> dict[str, set[str]]:
+    """The rows under README's `| `ENV` | `METHOD` |` header."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("| `ENV` | `METHOD` |") + 2
+    rows = itertools.takewhile(lambda line: line.startswith("|"), lines[start:])
+    cells = [re.match(r"\| `(\w+)` \| `([\w ]+)`", row) for row in rows]
+    return {m.group(1): set(m.group(2).split()) for m in cells}
+
+
+def test_readme_method_table_is_the_makefiles():
+    table = readme_method_table()
+    assert table, "README.md has no `| `ENV` | `METHOD …` |` table"
+    _, envs = make_help("apple")
+    assert set(table) == envs
+    for env, methods in table.items():
+        assert methods == make_help(env)[0], env
+
+
+NOT_FIGURES = [
+    r"\b(?:ICML|NeurIPS|ICLR)\s+\d{4}",  # a citation's year
+    r"\b[0-9a-f]*[a-f][0-9a-f]*\b",  # commit ids (a letter among hex digits; plain numbers stay)
+    r"\b(?:issue|Issue|§|Figs?\.|Figures?)\s*\d+(?:\s*[–-]\s*\d+)?",
+]
+NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])\d+(?:\.\d+)?")
+
+
+def normal(number: str) -> str:
+    return number.replace(",", "")
+
+
+def readme_sections() -> list[tuple[str, str]]:
+    """(heading, prose with code spans and link targets removed, cited text) per README section."""
+    _, prose = split_fences((ROOT / "README.md").read_text())
+    sections, heading, lines = [], "(top)", []
+    for _, line in prose:
+        if line.startswith("#"):
+            sections.append((heading, lines))
+            heading, lines = line.strip("# "), []
+        else:
+            lines.append(line)
+    sections.append((heading, lines))
+    return [(h, "\n".join(ls)) for h, ls in sections]
+
+
+def cited_files(text: str) -> list[Path]:
+    """Committed files a section cites: link targets and code spans naming a file of the repository."""
+    names = [m.group(2).partition("#")[0] for m in LINK.finditer(text)] + SPAN.findall(text)
+    files = {ROOT / n for n in names if re.fullmatch(r"[\w./-]+\.(md|json|csv|yaml|toml)", n)}
+    return sorted(f for f in files if f.is_file())
+
+
+def cited_commit_messages(text: str) -> str:
+    """The messages of the commits a section names (`commit 1a2b3c4`): where a measurement that
+    lives in no file (the test suite's duration) was recorded. Empty without git history."""
+    shas = re.findall(r"\bcommit ([0-9a-f]{7,40})\b", text)
+    found = [
+        subprocess.run(["git", "show", "-s", "--format=%B", sha], cwd=ROOT, capture_output=True, text=True)
+        for sha in shas
+    ]
+    return "\n".join(r.stdout for r in found if r.returncode == 0)
+
+
+def figures(text: str) -> set[str]:
+    text = LINK.sub(lambda m: m.group(1), SPAN.sub(" ", text))
+    for pattern in NOT_FIGURES:
+        text = re.sub(pattern, " ", text)
+    return {normal(n) for n in NUMBER.findall(text) if "." in n or int(normal(n)) >= 10}
+
+
+def test_every_readme_figure_is_in_a_file_its_section_cites():
+    problems = []
+    for heading, text in readme_sections():
+        wanted = figures(text)
+        sources = cited_files(text)
+        corpus = "\n".join(normal(p.read_text()) for p in sources) + normal(cited_commit_messages(text))
+        absent = sorted(n for n in wanted if not re.search(rf"(?<![\d.]){re.escape(n)}(?!\d)", corpus))
+        if absent:
+            cited = ", ".join(str(p.relative_to(ROOT)) for p in sources) or "nothing"
+            problems.append(f"## {heading}: {', '.join(absent)} not in what it cites ({cited})")
+    assert not problems, "README figures without a source:\n" + "\n".join(problems)
