@@ -60,6 +60,7 @@ help: ## list the targets and variables
 	@echo "Variables: METHOD=$(METHOD) (one of: $(METHODS); combine with +, e.g. bc+ks)"
 	@echo "           ENV=$(ENV) (one of: $(ENVS))  SEED=$(SEED)  STEPS=<env frames>  DEVICES=$(DEVICES)"
 	@echo "           RESUME=1 (continue the run from its last checkpoint)  LOGGER=$(LOGGER)|csv  CKPT=<path>"
+	@echo "           STUDY=<overlay.yaml> (make study)  BENCH_OUT=$(BENCH_OUT) (make bench)  TORCH_SPEC, PYTHON (make install)"
 
 # Checked when the Makefile is read, so a typo fails at once with one line and a non-zero exit
 # (and `make -n`, which the docs test runs on every documented command, fails too).

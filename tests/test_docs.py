@@ -120,12 +120,16 @@ def expand(command: str) -> list[list[str]]:
     return [list(c) for c in itertools.product(*choices)]
 
 
+def clean_env() -> dict[str, str]:
+    """The environment without an outer make's flags and level (`make test` sets them)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MAKE") and k != "MFLAGS"}
+
+
 def dry_run(args: list[str], venv: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE") and k != "MFLAGS"}
     return subprocess.run(
         ["make", "-n", "--no-print-directory", *args[1:], f"VENV={venv}"],
         cwd=cwd,
-        env=env,
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -233,7 +237,9 @@ def test_named_paths_images_and_links_exist():
 
 def make_help(env: str) -> tuple[set[str], set[str]]:
     """(METHOD values, ENV values) as `make help ENV=env` lists them."""
-    out = subprocess.run(["make", "-s", "help", f"ENV={env}"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        ["make", "-s", "help", f"ENV={env}"], cwd=ROOT, env=clean_env(), capture_output=True, text=True
+    )
     methods = re.search(r"METHOD=\S+ \(one of: ([^;]*);", out.stdout)
     envs = re.search(r"ENV=\S+ \(one of: ([^)]*)\)", out.stdout)
     return set(methods.group(1).split()), set(envs.group(1).split())
@@ -314,7 +320,7 @@ def test_every_readme_figure_is_in_a_file_its_section_cites():
         wanted = figures(text)
         sources = cited_files(text)
         corpus = "\n".join(normal(p.read_text()) for p in sources) + normal(cited_commit_messages(text))
-        absent = sorted(n for n in wanted if not re.search(rf"(?<![\d.]){re.escape(n)}(?!\d)", corpus))
+        absent = sorted(n for n in wanted if not re.search(rf"(?<![\d.]){re.escape(n)}(?!\.?\d)", corpus))
         if absent:
             cited = ", ".join(str(p.relative_to(ROOT)) for p in sources) or "nothing"
             problems.append(f"## {heading}: {', '.join(absent)} not in what it cites ({cited})")
