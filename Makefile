@@ -311,6 +311,13 @@ notice_montezuma-bc-data = records 512 episodes of up to 4,500 steps with the pa
 notice_nethack-pretrain = $(if $(wildcard data/nethack),,$(first_nethack_bc)) clones π* by BC: \
 	$(or $(BC_STEPS),600) steps (300 took 2 min 38 s on 2 cores, docs/nethack.md). Stopped? rerun: recorded \
 	games are kept, the cloning starts over.
+# `make data` is ≈ 30 s at its defaults; more FAR states or games than the demo's take hours.
+LONG_DATA = $(shell test "$(FAR_COUNT)" -gt 8 -o "$(GAMES)" -gt 64 2>/dev/null && echo yes)
+notice_data = $(if $(LONG_DATA),records $(GAMES) expert games and up to $(or $(FAR_ATTEMPTS),5 × $(FAR_COUNT)) \
+	games for $(FAR_COUNT) FAR states per target (FAR_DEPTHS=$(FAR_DEPTHS)): a start-state game took 17.6 s \
+	on average with GAME_STEPS=20000 at load 7–9; 200 states per level need ≈ 950 games: 1.7–4.6 h on 2 \
+	cores (docs/nethack.md). Stopped? Nothing resumes: rerun with GAMES=0 once the games are recorded (the \
+	same SEED records the same games again); the start-state search starts again from its first game.)
 notice_study = runs the NetHack laptop study: record → BC π* → Dlvl-4 states → none/bc/ks/ewc × 2 seeds → \
 	report: 71.5 min from empty on 2 shared cores (docs/nethack.md). Stopped? rerun the same command: finished \
 	stages and runs are skipped, a run with a checkpoint resumes.
