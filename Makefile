@@ -327,8 +327,11 @@ notice_bench = runs 9 benchmark sections one after the other: ≈ 15–20 min on
 	apple, finetune, memory 183 s: bench/results.md; training, evaluation 523 s: bench/results_training.md; \
 	robotic 173 s: docs/robotic.md; montezuma_training not timed) → $(BENCH_OUT).md. Stopped? rerun what is \
 	missing: .venv/bin/python -m bench.run --only <sections> --out <stem>.
-notice_soak = kills one Apple run 20 times and resumes it, beside an unkilled run: minutes (≈ 8 on 2 loaded \
-	cores). Stopped? rerun: it starts over.
+notice_soak = kills one Apple run 20 times and resumes it, beside an unkilled run (docs/clusters.md): ≈ 8 min \
+	on 2 loaded cores (389 s + 70 s at load 7–10, recorded in commit dfac62c). Stopped? rerun: it starts over.
+eval_paper = evaluates a paper-preset run: every subspace on its eval_episodes (200) of up to 100,000 steps, \
+	up to 20M steps each (docs/nethack.md; not timed here); a GPU machine's job. Stopped? rerun: it starts over.
+notice_eval = $(if $(findstring _paper,$(CKPT)),$(eval_paper))
 notice_test = runs the fast test suite: ≈ 12 min on 2 quiet cores (README). It writes nothing to keep: \
 	rerun it, or one file: .venv/bin/pytest -q tests/test_<name>.py.
 notice_test-slow = runs the long tests (not timed as a whole; each can take minutes). Rerun one: \

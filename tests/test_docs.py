@@ -178,6 +178,36 @@ def test_the_dry_run_catches_a_broken_command(command, venv):
     assert result.returncode != 0, result.stdout[-500:]
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        "make finetune ENV=robotic METHOD=bc",
+        "make finetune ENV=montezuma METHOD=bc",
+        "make finetune ENV=nethack_paper METHOD=ks",
+        "make pretrain ENV=robotic",
+        "make montezuma-demo",
+        "make montezuma-pistar",
+        "make study ENV=nethack",
+        "make apple-figures",
+        "make bench",
+        "make soak",
+        "make test",
+        "make nethack-pretrain",
+        "make data ENV=nethack FAR_COUNT=200",
+    ],
+)
+def test_long_targets_say_what_they_do_how_long_and_how_to_resume(command, venv):
+    """Targets that can run past ~5 minutes print, before anything runs, one notice: what they do,
+    a measured duration with the doc it comes from, and what to do when stopped."""
+    args = expand(command)[0]
+    first = dry_run(args, venv).stdout.splitlines()[0]
+    assert first.startswith(f"make {args[1]}"), first
+    assert re.search(r"\d+(\.\d+)? ?(s|min|h)\b|days", first), first
+    cited = re.findall(r"(?:docs|bench)/[\w.]+\.md|README", first)
+    assert cited and all(c == "README" or (ROOT / c).is_file() for c in cited), first
+    assert "Stopped?" in first or "rerun" in first, first
+
+
 def test_python_modules_named_in_the_docs_exist():
     missing = []
     for path in doc_files():
