@@ -9,8 +9,8 @@ PYTHON ?= $(or $(shell command -v python3.11 2>/dev/null),$(shell python3 -c \
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# torch 2.13.0 from the default index: on Linux x86_64 PyPI's wheel is the CUDA 13 build (with the
-# nvidia-* libraries, several GB). CPU only: TORCH_SPEC="torch==2.13.0 --index-url
+# torch 2.13.0 from the default index: on Linux x86_64 PyPI's wheel is the CUDA 13 build (it pulls
+# PyPI's nvidia-*-cu13 libraries). CPU only: TORCH_SPEC="torch==2.13.0 --index-url
 # https://download.pytorch.org/whl/cpu"; another CUDA: that CUDA's PyTorch index.
 TORCH_SPEC ?= torch==2.13.0
 
