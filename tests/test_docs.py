@@ -106,8 +106,9 @@ def documented_commands() -> list[tuple[str, str, bool]]:
 
 def expand(command: str) -> list[list[str]]:
     """The make invocations a documented command stands for: `[X=…]` optional arguments included,
-    `VAR=a|b` once per value, `<placeholder>` replaced by a valid value of its variable."""
-    command = re.sub(r"\[([A-Z_]+=[^\]]*)\]", r"\1", command).replace("…", "x")
+    `VAR=a|b` once per value, `VAR=<placeholder>` (or `VAR=…`) given a valid value of VAR."""
+    command = re.sub(r"\[([A-Z_]+=[^\]]*)\]", r"\1", command)
+    command = re.sub(r"\b([A-Z_]+)=…(?=\s|$)", r"\1=<\1>", command).replace("…", "x")
     words = shlex.split(command)
     choices = []
     for word in words:
@@ -279,7 +280,9 @@ def make_help(env: str) -> tuple[set[str], set[str]]:
 def readme_method_table() -> dict[str, set[str]]:
     """The rows under README's `| `ENV` | `METHOD` |` header."""
     lines = (ROOT / "README.md").read_text().splitlines()
-    start = lines.index("| `ENV` | `METHOD` |") + 2
+    header = "| `ENV` | `METHOD` |"
+    assert header in lines, f"README.md has no table under {header!r}"
+    start = lines.index(header) + 2
     rows = itertools.takewhile(lambda line: line.startswith("|"), lines[start:])
     cells = [re.match(r"\| `(\w+)` \| `([\w ]+)`", row) for row in rows]
     return {m.group(1): set(m.group(2).split()) for m in cells}
@@ -287,7 +290,6 @@ def readme_method_table() -> dict[str, set[str]]:
 
 def test_readme_method_table_is_the_makefiles():
     table = readme_method_table()
-    assert table, "README.md has no `| `ENV` | `METHOD …` |` table"
     _, envs = make_help("apple")
     assert set(table) == envs
     for env, methods in table.items():
@@ -297,6 +299,7 @@ def test_readme_method_table_is_the_makefiles():
 NOT_FIGURES = [
     r"\b(?:ICML|NeurIPS|ICLR)\s+\d{4}",  # a citation's year
     r"\b[0-9a-f]*[a-f][0-9a-f]*\b",  # commit ids (a letter among hex digits; plain numbers stay)
+    r"\b\d+\.\d+\.\d+\b",  # versions (torch 2.13.0)
     r"\b(?:issue|Issue|§|Figs?\.|Figures?)\s*\d+(?:\s*[–-]\s*\d+)?",
 ]
 NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])\d+(?:\.\d+)?")
