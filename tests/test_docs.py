@@ -7,7 +7,9 @@
 - every ``python -m`` module of the project they name exists;
 - every ``configs/…`` and ``docs/…`` path, image and relative link (with its ``#anchor``) exists;
 - README's table of the METHOD values per ENV is the Makefile's, and its ENVs are the Makefile's;
-- every figure in README.md appears in a committed file that its section cites.
+- every figure in README.md appears in a committed file that its section cites;
+- every Make target that can run past ~5 minutes first says what it does, how long it took (and
+  where that was measured) and how to continue when stopped.
 
 Markdown is read with regular expressions (fences, code spans, links): the docs use nothing more.
 """
@@ -162,6 +164,16 @@ def test_every_documented_make_command_dry_runs(venv):
         if result.returncode != 0
     ]
     assert not failed, "documented commands that do not dry-run:\n" + "\n".join(failed)
+
+
+def test_examples_are_marked_and_alternatives_expand():
+    """The markers and notations the docs may use, read as the check above reads them."""
+    code = [(1, "make finetune METHOD=<m> LR=<x>   # example: not a real variable"), (2, "make test")]
+    assert code_commands(code) == [(1, "make finetune METHOD=<m> LR=<x>", True), (2, "make test", False)]
+    prose = [(3, "run `make eval CKPT=<c>` (example) or `make finetune ENV=robotic METHOD=l2\\|em`")]
+    assert [c[2] for c in inline_commands(prose)] == [True, False]
+    command = inline_commands(prose)[1][1]
+    assert expand(command) == [["make", "finetune", "ENV=robotic", f"METHOD={m}"] for m in ("l2", "em")]
 
 
 @pytest.mark.parametrize(
