@@ -366,15 +366,16 @@ def cited_files(text: str) -> list[Path]:
     return sorted(f for f in files if f.is_file())
 
 
-def cited_commit_messages(text: str) -> str:
-    """The messages of the commits a section names (`commit 1a2b3c4`): where a measurement that
-    lives in no file (the test suite's duration) was recorded. Empty without git history."""
-    shas = re.findall(r"\bcommit ([0-9a-f]{7,40})\b", text)
-    found = [
-        subprocess.run(["git", "show", "-s", "--format=%B", sha], cwd=ROOT, capture_output=True, text=True)
-        for sha in shas
-    ]
-    return "\n".join(r.stdout for r in found if r.returncode == 0)
+def cited_commit_messages(text: str) -> dict[str, str | None]:
+    """The message of each commit a section names (`commit 1a2b3c4`), None when this clone lacks
+    it: where a measurement that lives in no file (the test suite's duration) was recorded."""
+    messages = {}
+    for sha in re.findall(r"\bcommit ([0-9a-f]{7,40})\b", text):
+        shown = subprocess.run(
+            ["git", "show", "-s", "--format=%B", sha], cwd=ROOT, capture_output=True, text=True
+        )
+        messages[sha] = shown.stdout if shown.returncode == 0 else None
+    return messages
 
 
 def figures(text: str) -> set[str]:
@@ -389,9 +390,15 @@ def test_every_readme_figure_is_in_a_file_its_section_cites():
     for heading, text in readme_sections():
         wanted = figures(text)
         sources = cited_files(text)
-        corpus = "\n".join(normal(p.read_text()) for p in sources) + normal(cited_commit_messages(text))
+        commits = cited_commit_messages(text)
+        corpus = "\n".join(normal(t) for t in [*(p.read_text() for p in sources), *commits.values()] if t)
         absent = sorted(n for n in wanted if not re.search(rf"(?<![\d.]){re.escape(n)}(?!\.?\d)", corpus))
         if absent:
-            cited = ", ".join(str(p.relative_to(ROOT)) for p in sources) or "nothing"
+            names = [str(p.relative_to(ROOT)) for p in sources]
+            names += [
+                f"commit {sha}" + ("" if message else " (not in this clone)")
+                for sha, message in commits.items()
+            ]
+            cited = ", ".join(names) or "nothing"
             problems.append(f"## {heading}: {', '.join(absent)} not in what it cites ({cited})")
     assert not problems, "README figures without a source:\n" + "\n".join(problems)
