@@ -23,6 +23,7 @@ RESUME ?=
 LOGGER ?= neptune
 CKPT ?=
 
+LOGGERS := $(sort $(basename $(notdir $(wildcard configs/logger/*.yaml))))
 # ENV values: every configs/env/<name>.yaml but the study's own preset, which only `make study` runs.
 STUDY_ENVS := nethack_study
 ENVS := $(filter-out $(STUDY_ENVS),$(sort $(basename $(notdir $(wildcard configs/env/*.yaml)))))
@@ -48,7 +49,10 @@ TRAINER_CONFIGS = --config configs/trainer/cpu.yaml \
 	--config configs/logger/$(LOGGER).yaml
 COMMON_ARGS = --seed_everything $(SEED) $(if $(STEPS),--model.budget.frames $(STEPS)) \
 	$(if $(RESUME),--ckpt_path last)
-PRETRAINED := pretrained/$(ENV).pt
+# A preset whose configs/pretrain/<env>.yaml has an `sb3:` section pre-trains π* with
+# Stable-Baselines3 (lit_rl.pretraining.sb3) into pretrained/<env>.zip (a Gymnasium preset).
+SB3_PRETRAIN := $(shell grep -ls '^sb3:' configs/pretrain/$(ENV).yaml)
+PRETRAINED := pretrained/$(ENV).$(if $(SB3_PRETRAIN),zip,pt)
 
 .PHONY: help install finetune pretrain eval report test test-slow lint format bench
 
@@ -59,7 +63,7 @@ help: ## list the targets and variables
 	@echo
 	@echo "Variables: METHOD=$(METHOD) (one of: $(METHODS); combine with +, e.g. bc+ks)"
 	@echo "           ENV=$(ENV) (one of: $(ENVS))  SEED=$(SEED)  STEPS=<env frames>  DEVICES=$(DEVICES)"
-	@echo "           RESUME=1 (continue the run from its last checkpoint)  LOGGER=$(LOGGER)|csv  CKPT=<path>"
+	@echo "           RESUME=1 (continue the run from its last checkpoint)  LOGGER=$(LOGGER) (one of: $(LOGGERS))  CKPT=<path>"
 	@echo "           STUDY=<overlay.yaml> (make study)  BENCH_OUT=$(BENCH_OUT) (make bench)  TORCH_SPEC, PYTHON (make install)"
 
 # Checked when the Makefile is read, so a typo fails at once with one line and a non-zero exit
@@ -75,6 +79,11 @@ endif
 ifneq ($(filter eval,$(MAKECMDGOALS)),)
 ifeq ($(CKPT),)
 $(error set CKPT=<checkpoint path>, e.g. make eval CKPT=runs/apple-ewc-s0/checkpoints/last.ckpt)
+endif
+endif
+ifneq ($(filter finetune pretrain eval,$(MAKECMDGOALS)),)
+ifeq ($(wildcard configs/logger/$(LOGGER).yaml),)
+$(error unknown LOGGER '$(LOGGER)': choose one of: $(LOGGERS))
 endif
 endif
 ifneq ($(filter data study,$(MAKECMDGOALS)),)
@@ -106,9 +115,13 @@ $(STAMP): pyproject.toml
 $(PRETRAINED):
 	$(MAKE) --no-print-directory pretrain ENV=$(ENV) SEED=$(SEED)
 
-pretrain: install ## pre-train π* for ENV (its FAR subspace) → pretrained/<env>.pt
+pretrain: install ## pre-train π* for ENV (its FAR subspace) → pretrained/<env>.pt (SB3 presets: .zip)
+ifneq ($(SB3_PRETRAIN),)
+	$(BIN)/python -m lit_rl.pretraining.sb3 --env configs/env/$(ENV).yaml --config $(SB3_PRETRAIN) --seed $(SEED)
+else
 	$(BIN)/lit-rl fit $(RUN_CONFIGS) --config configs/pretrain/$(ENV).yaml $(TRAINER_CONFIGS) \
 		--seed_everything $(SEED) $(if $(RESUME),--ckpt_path last)
+endif
 	@echo "pre-trained policy: $(PRETRAINED)"
 
 # Presets whose π* comes from a rule of their own (below), not from `make pretrain`.

@@ -18,8 +18,8 @@ Observations keep their Gymnasium dtype and layout (images stay uint8 and unscal
 encoder scales them): a ``Box`` or ``Discrete`` space under ``observation``, a ``Dict`` space under
 its own keys. Continuous actions are clipped to the action space's bounds before ``env.step``, as
 Stable-Baselines3 does, so a converted policy acts as it did there. An ``info`` key the scenario
-names (``visit_key``) is read every step as the subspace the frame lies in (its name, or its index
-in ``subspaces``); an ``info`` key named by ``success_key`` (SB3's convention: ``is_success``) marks
+names (``visit_key``) is read every step as the subspace the frame lies in: its name, or a value that
+``visit_names`` maps to a name (e.g. AppleRetrieval's ``phase``: ``{1: close, 2: far}``); an ``info`` key named by ``success_key`` (SB3's convention: ``is_success``) marks
 success, and without one no ``success`` flag (nor ``success_rate``) is reported.
 """
 
@@ -109,6 +109,36 @@ def action_spec(space: spaces.Space, n: int | None = None):
     )
 
 
+class StartRule(gymnasium.Wrapper):
+    """One Gymnasium env whose every ``reset`` applies a subspace's start rule (the batched env's
+    copies, and the env to train a policy on one subspace elsewhere, e.g. with Stable-Baselines3:
+    ``subspace_env(env_id, make_kwargs, rule)``)."""
+
+    def __init__(self, env: gymnasium.Env, rule: dict, seed: int = 0):
+        super().__init__(env)
+        self.options = rule.get("reset") or None
+        sampler = rule.get("sampler")
+        self.sampler = None
+        if sampler is not None:
+            self.sampler = import_class(sampler["class_path"])(**(sampler.get("init_args") or {}))
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        if self.sampler is None:
+            return self.env.reset(seed=seed, options=options or self.options)
+        if seed is not None:
+            self.env.reset(seed=seed)
+        return self.sampler(self.env, self.rng)
+
+
+def subspace_env(env_id: str, make_kwargs: dict | None, rule: dict, seed: int = 0) -> StartRule:
+    """``gymnasium.make`` with the rule's ``env_kwargs``, every episode started by the rule."""
+    env = make_gym(env_id, {**(make_kwargs or {}), **(rule.get("env_kwargs") or {})})
+    return StartRule(env, rule, seed)
+
+
 class GymnasiumBatchEnv(EnvBase):
     """``num_envs`` copies of one Gymnasium environment, each episode started by ``start_rule``.
 
@@ -120,6 +150,7 @@ class GymnasiumBatchEnv(EnvBase):
         seed: the first reset of copy i uses ``seed + i``; later resets continue its RNG.
         subspaces: the scenario's subspace names (for ``visit_key`` values given as names).
         visit_key, success_key: ``info`` keys read every step (see the module docstring).
+        visit_names: ``visit_key`` values → subspace names (values that are names need none).
     """
 
     def __init__(
@@ -132,21 +163,16 @@ class GymnasiumBatchEnv(EnvBase):
         subspaces: tuple[str, ...] = ("close", "far"),
         visit_key: str | None = None,
         success_key: str | None = None,
+        visit_names: dict | None = None,
     ):
         super().__init__(batch_size=torch.Size([num_envs]), device="cpu")
-        kwargs = {**(make_kwargs or {}), **(start_rule.get("env_kwargs") or {})}
-        self.envs = [make_gym(env_id, kwargs) for _ in range(num_envs)]
-        self.options = start_rule.get("reset") or None
-        sampler = start_rule.get("sampler")
-        self.sampler = None
-        if sampler is not None:
-            self.sampler = import_class(sampler["class_path"])(**(sampler.get("init_args") or {}))
+        self.visit_names = {str(k): v for k, v in (visit_names or {}).items()}
+        self.envs = [subspace_env(env_id, make_kwargs, start_rule, seed + i) for i in range(num_envs)]
         self.subspaces, self.visit_key, self.success_key = subspaces, visit_key, success_key
         self.obs_spaces = observation_keys(self.envs[0].observation_space)
         self.action_space = self.envs[0].action_space
         self._continuous = isinstance(self.action_space, spaces.Box)
         self._seed = seed
-        self._rngs = [np.random.default_rng(seed + i) for i in range(num_envs)]
         self._first_reset = [True] * num_envs
         self._last: list[tuple[Any, dict] | None] = [None] * num_envs
         self._make_specs(num_envs)
@@ -164,22 +190,16 @@ class GymnasiumBatchEnv(EnvBase):
 
     # --- one copy ---------------------------------------------------------------------------------
     def _reset_one(self, i: int) -> tuple[Any, dict]:
-        env = self.envs[i]
         seed = self._seed + i if self._first_reset[i] else None
         self._first_reset[i] = False
-        if self.sampler is None:
-            return env.reset(seed=seed, options=self.options)
-        if seed is not None:
-            env.reset(seed=seed)
-        return self.sampler(env, self._rngs[i])
+        return self.envs[i].reset(seed=seed)
 
     def _visit(self, info: dict) -> int:
         if self.visit_key is None or self.visit_key not in info:
             return OTHER
         value = info[self.visit_key]
-        if isinstance(value, str):
-            return self.subspaces.index(value) if value in self.subspaces else OTHER
-        return int(value)
+        name = self.visit_names.get(str(value), value)
+        return self.subspaces.index(name) if name in self.subspaces else OTHER
 
     def _pack(self, observations: list, infos: list[dict]) -> TensorDict:
         out = {}

@@ -205,12 +205,18 @@ class SquashedGaussianNet(nn.Module):
 
 
 class QNet(nn.Module):
-    """SAC critic: its own encoder, then ``qf`` on [features, action] → Q(s, a) (one of SB3's
-    ``ContinuousCritic`` networks; TorchRL's ``SACLoss`` keeps two copies)."""
+    """SAC critic: its own encoder, then ``qf`` on [features, action scaled to [−1, 1]] → Q(s, a)
+    (one of SB3's ``ContinuousCritic`` networks, which read actions as SB3's ``scale_action``
+    leaves them; TorchRL's ``SACLoss`` keeps two copies and hands them env-unit actions)."""
 
-    def __init__(self, encoder: nn.Module, hidden: list[int], activation: str, actions: int):
+    def __init__(
+        self, encoder: nn.Module, hidden: list[int], activation: str, low: torch.Tensor, high: torch.Tensor
+    ):
         super().__init__()
         self.features_extractor = encoder
+        actions = low.numel()
+        self.register_buffer("low", low.clone().float(), persistent=False)
+        self.register_buffer("high", high.clone().float(), persistent=False)
         self.qf = nn.Sequential(
             *mlp(encoder.features + actions, hidden, activation),
             nn.Linear(hidden[-1] if hidden else encoder.features + actions, 1),
@@ -218,4 +224,5 @@ class QNet(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         *observations, action = inputs
-        return self.qf(torch.cat([self.features_extractor(*observations), action], dim=-1))
+        scaled = 2.0 * (action - self.low) / (self.high - self.low) - 1.0
+        return self.qf(torch.cat([self.features_extractor(*observations), scaled], dim=-1))

@@ -106,8 +106,8 @@ def read_sb3_zip(path: str | Path) -> SB3Policy:
         raise _refuse(path, "policies with normalize_images=False are not supported")
     actor_prefix = "actor." if algorithm == "sac" else ""
     kind = _kind(path, weights, actor_prefix)
-    if algorithm != "sac" and kind == "cnn" and any(k.startswith("pi_features_extractor.") for k in weights):
-        raise _refuse(path, "PPO/A2C CNN policies with share_features_extractor=False are not supported")
+    if algorithm != "sac" and not _shared_extractor(weights):
+        raise _refuse(path, "PPO/A2C policies with share_features_extractor=False are not supported")
     if algorithm == "sac" and any(k.startswith("critic.qf2.") for k in weights):
         raise _refuse(path, "SAC with more than 2 critics (n_critics) is not supported")
     activation = _activation(path, kwargs, algorithm)
@@ -119,6 +119,13 @@ def read_sb3_zip(path: str | Path) -> SB3Policy:
         hidden=_hidden(weights, algorithm), action_space=_plain(data.get("action_space")),
         weights=weights, log_ent_coef=ent,
     )  # fmt: skip
+
+
+def _shared_extractor(weights: dict) -> bool:
+    """SB3 registers a shared extractor under ``features_extractor``, ``pi_features_extractor`` and
+    ``vf_features_extractor`` alike; a separate value extractor holds other tensors."""
+    value = {k.removeprefix("vf_"): v for k, v in weights.items() if k.startswith("vf_features_extractor.")}
+    return all(torch.equal(v, weights.get(k, torch.empty(0))) for k, v in value.items())
 
 
 def _algorithm(path: Path, data: dict) -> str:
@@ -177,7 +184,7 @@ def ppo_weights(policy: SB3Policy) -> tuple[dict[str, torch.Tensor], dict[str, t
     """(actor net, critic net) state dicts of ``PolicyNet`` / ``ValueNet`` from PPO/A2C weights."""
     actor, critic = {}, {}
     for key, value in policy.weights.items():
-        if key.startswith(("features_extractor.", "pi_features_extractor.")):
+        if key.startswith("features_extractor."):  # pi_/vf_features_extractor: the same tensors
             name = "features_extractor." + _extractor(key.split("features_extractor.", 1)[1], policy.kind)
             actor[name] = critic[name] = value
         elif key.startswith("mlp_extractor.policy_net."):

@@ -16,14 +16,15 @@ Each subspace names one start rule (``lit_rl.envs.gymnasium_env``): ``reset`` op
 ``env_kwargs`` for ``gymnasium.make``, or a ``sampler`` class path; ``close`` and ``far`` are
 required and any number more may follow. The default policy is Stable-Baselines3's architecture
 for the trainer it serves (``algorithm``): PPO/A2C's actor and value networks (MLP widths
-``hidden``, default 64 × 64 tanh) or SAC's squashed-Gaussian actor and Q network (default
+``hidden``, default 64 × 64 tanh; none after a single image's CNN) or SAC's squashed-Gaussian actor and Q network (default
 256 × 256 ReLU), over an encoder that reads flat vectors, images and dicts of them
 (``lit_rl.models.gym_networks``), or over the user's own encoder (``encoder``: class path). π*
 comes from ``model.pretrained``: a lit_rl export, a Stable-Baselines3 ``.zip`` or a state dict of
 the actor network (``lit_rl.models.foreign``).
 
 Visitation (the share of training frames in each subspace) needs the environment to say where a
-frame is: ``visit_key`` names an ``info`` key holding the subspace's name or index. Without it
+frame is: ``visit_key`` names an ``info`` key holding the subspace's name, or a value
+``visit_names`` maps to one. Without it
 the shares are unknown, which the log says once.
 """
 
@@ -56,6 +57,7 @@ from lit_rl.models.gym_networks import (
     QNet,
     SquashedGaussianNet,
     ValueNet,
+    is_image,
 )
 from lit_rl.scenarios.base import Policy, Scenario
 
@@ -107,6 +109,7 @@ class Gymnasium(Scenario):
             observation tensors (``observation``, or a Dict's keys in order) and exposing its
             output width as ``features`` (or SB3's ``features_dim``).
         visit_key: ``info`` key naming the subspace a frame is in (visitation); ``None``: unknown.
+        visit_names: that key's values → subspace names, when they are not the names themselves.
         success_key: ``info`` key marking success (SB3's ``is_success``); ``None``: no success rate.
     """
 
@@ -124,6 +127,7 @@ class Gymnasium(Scenario):
         activation: str | None = None,
         encoder: dict | None = None,
         visit_key: str | None = None,
+        visit_names: dict | None = None,
         success_key: str | None = None,
     ):
         self.env_id, self.make_kwargs = env_id, dict(make_kwargs or {})
@@ -136,17 +140,20 @@ class Gymnasium(Scenario):
             )
         self.pretraining_subspace = pretraining_subspace
         self.algorithm = algorithm
+        self.encoder = encoder
+        self.visit_key, self.success_key = visit_key, success_key
+        self.visit_names = dict(visit_names or {})
+        probe = make_gym(env_id, self.make_kwargs)
+        self.observation_space, self.action_space = probe.observation_space, probe.action_space
         default_hidden, default_activation = DEFAULT_NETWORK[algorithm]
+        if algorithm == "ppo" and encoder is None and is_image(self.observation_space):
+            default_hidden = []  # SB3's CnnPolicy: the action and value heads read the CNN directly
         self.hidden = [int(h) for h in (default_hidden if hidden is None else hidden)]
         self.activation = activation or default_activation
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"scenario.activation = {self.activation!r} is unknown: choose one of {sorted(ACTIVATIONS)}"
             )
-        self.encoder = encoder
-        self.visit_key, self.success_key = visit_key, success_key
-        probe = make_gym(env_id, self.make_kwargs)
-        self.observation_space, self.action_space = probe.observation_space, probe.action_space
         spec_steps = probe.spec.max_episode_steps if probe.spec is not None else None
         probe.close()
         self.max_episode_steps = int(max_episode_steps or spec_steps or 0)
@@ -167,7 +174,7 @@ class Gymnasium(Scenario):
         self.check_start(start)
         return GymnasiumBatchEnv(
             self.env_id, self.make_kwargs, num_envs, self.rules[start], seed,
-            self.subspaces, self.visit_key, self.success_key,
+            self.subspaces, self.visit_key, self.success_key, self.visit_names,
         )  # fmt: skip
 
     def visitation(self, batch: TensorDictBase) -> dict[str, float]:
@@ -241,7 +248,7 @@ class Gymnasium(Scenario):
             distribution_kwargs={"low": spec.space.low, "high": spec.space.high, "safe_tanh": False},
             return_log_prob=False,
         )  # fmt: skip
-        qnet = QNet(self._encoder(), self.hidden, self.activation, actions)
+        qnet = QNet(self._encoder(), self.hidden, self.activation, spec.space.low, spec.space.high)
         critic = ValueOperator(qnet, in_keys=[*self.in_keys, "action"])
         return Policy(actor=actor, critic=critic)
 
