@@ -106,7 +106,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,sb3,trackers]'
 	@$(BIN)/python -c 'import torch; cuda = torch.version.cuda; print(f"installed torch {torch.__version__}: " \
 		+ (f"CUDA {cuda} build (GPU visible: {torch.cuda.is_available()}); CPU only: make install TORCH_SPEC=\"torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu\"" \
 		if cuda else "CPU-only build"))'

@@ -80,6 +80,17 @@ class NatureCNN(nn.Module):
         return self.linear(self.cnn(images))
 
 
+def check_readable(space: spaces.Space) -> None:
+    """One line when no default network reads ``space`` (a Dict is read key by key)."""
+    subs = space.spaces.values() if isinstance(space, spaces.Dict) else [space]
+    for sub in subs:
+        if not isinstance(sub, spaces.Discrete | spaces.Box | spaces.MultiBinary):
+            raise ValueError(
+                f"observation space {space} is not one lit_rl's default networks read (Box, images, "
+                "Discrete, MultiBinary, or a Dict of them): give scenario.encoder your module's class path"
+            )
+
+
 class Reader(nn.Module):
     """One observation's preprocessing (and, for an image, its CNN) → [*batch, features]."""
 
@@ -93,13 +104,9 @@ class Reader(nn.Module):
             chw = self.shape if self.first else (self.shape[2], self.shape[0], self.shape[1])
             self.cnn = NatureCNN(chw, cnn_features)
             self.features = cnn_features
-        elif isinstance(space, spaces.Box | spaces.MultiBinary):
-            self.features = int(math.prod(self.shape))
         else:
-            raise ValueError(
-                f"observation space {space} is not one lit_rl's default networks read (Box, images, "
-                "Discrete, MultiBinary, or a Dict of them): give scenario.encoder your module's class path"
-            )
+            check_readable(space)
+            self.features = int(math.prod(self.shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "onehot":

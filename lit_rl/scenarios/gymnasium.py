@@ -57,6 +57,7 @@ from lit_rl.models.gym_networks import (
     QNet,
     SquashedGaussianNet,
     ValueNet,
+    check_readable,
     is_image,
 )
 from lit_rl.scenarios.base import Policy, Scenario
@@ -145,6 +146,8 @@ class Gymnasium(Scenario):
         self.visit_names = dict(visit_names or {})
         probe = make_gym(env_id, self.make_kwargs)
         self.observation_space, self.action_space = probe.observation_space, probe.action_space
+        if encoder is None:
+            check_readable(self.observation_space)
         default_hidden, default_activation = DEFAULT_NETWORK[algorithm]
         if algorithm == "ppo" and encoder is None and is_image(self.observation_space):
             default_hidden = []  # SB3's CnnPolicy: the action and value heads read the CNN directly
