@@ -36,7 +36,9 @@ def test_reset_options_start_every_episode_in_their_range():
     """CartPole's reset options ``low``/``high``; the collector's auto-resets use them too."""
     subspaces = {"close": {"reset": None}, "far": {"reset": {"low": 0.15, "high": 0.2}}}
     scenario = Gymnasium("CartPole-v1", subspaces=subspaces)
-    assert torch.all((first_observations(scenario, "far") >= 0.15) & (first_observations(scenario, "far") <= 0.2))
+    assert torch.all(
+        (first_observations(scenario, "far") >= 0.15) & (first_observations(scenario, "far") <= 0.2)
+    )
     assert torch.all(first_observations(scenario, "close").abs() <= 0.05)
     env = scenario.make_env(4, "far", seed=0)
     td = env.rollout(60, break_when_any_done=False)  # CartPole falls within 60 random steps
@@ -47,7 +49,10 @@ def test_reset_options_start_every_episode_in_their_range():
 
 
 def test_a_sampler_class_path_starts_taxi_with_the_passenger_aboard():
-    subspaces = {"close": {"reset": None}, "far": {"sampler": {"class_path": "tests.gym_custom.PassengerAboard"}}}
+    subspaces = {
+        "close": {"reset": None},
+        "far": {"sampler": {"class_path": "tests.gym_custom.PassengerAboard"}},
+    }
     scenario = Gymnasium("Taxi-v3", subspaces=subspaces)
     taxi = gymnasium.make("Taxi-v3").unwrapped
     far = [list(taxi.decode(int(s)))[2] for s in first_observations(scenario, "far", 16)]
@@ -90,7 +95,10 @@ def test_default_networks_act_and_evaluate(env_id, continuous):
     [
         ({"env_id": "NoSuchEnv-v0"}, ["scenario.env_id", "NoSuchEnv-v0", "pprint_registry"]),
         ({"subspaces": {"close": {"reset": None}, "far": {}}}, ["scenario.subspaces.far", "no start rule"]),
-        ({"subspaces": {"close": {"reset": None}, "far": {"start": "far"}}}, ["subspaces.far", "exactly one"]),
+        (
+            {"subspaces": {"close": {"reset": None}, "far": {"start": "far"}}},
+            ["subspaces.far", "exactly one"],
+        ),
         ({"subspaces": {"close": {"reset": None}}}, ["scenario.subspaces has no 'far'"]),
         ({"env_id": "Blackjack-v1"}, ["observation space", "scenario.encoder"]),
         ({"activation": "swish"}, ["scenario.activation", "tanh"]),
@@ -98,7 +106,11 @@ def test_default_networks_act_and_evaluate(env_id, continuous):
     ],
 )
 def test_bad_settings_fail_in_one_line(settings, words):
-    args = {"env_id": "CartPole-v1", "subspaces": {"close": {"reset": None}, "far": {"reset": None}}, **settings}
+    args = {
+        "env_id": "CartPole-v1",
+        "subspaces": {"close": {"reset": None}, "far": {"reset": None}},
+        **settings,
+    }
     with pytest.raises(ValueError) as error:
         Gymnasium(**args).make_policy()
     message = str(error.value)
@@ -108,7 +120,8 @@ def test_bad_settings_fail_in_one_line(settings, words):
 def test_the_cli_reports_an_unknown_env_id_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([
-            "fit", "--config", str(ROOT / "configs/base.yaml"), "--config", str(ROOT / "configs/env/applegym.yaml"),
+            "fit", "--config", str(ROOT / "configs/base.yaml"),
+            "--config", str(ROOT / "configs/env/applegym.yaml"),
             "--model.scenario.init_args.env_id", "NoSuchEnv-v0", "--run_dir", str(tmp_path / "run"),
         ])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()

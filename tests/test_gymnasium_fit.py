@@ -42,8 +42,13 @@ def sb3_pi_star(tmp_path_factory):
 
 def fit(*args: str) -> None:
     torch.set_num_threads(1)
-    main(["fit", "--config", str(ROOT / "configs/base.yaml"), *args,
-          "--config", str(ROOT / "configs/trainer/cpu.yaml"), "--config", str(ROOT / "configs/logger/csv.yaml")])  # fmt: skip
+    trainer = [
+        "--config",
+        str(ROOT / "configs/trainer/cpu.yaml"),
+        "--config",
+        str(ROOT / "configs/logger/csv.yaml"),
+    ]
+    main(["fit", "--config", str(ROOT / "configs/base.yaml"), *args, *trainer])
 
 
 def rows(run) -> list[dict]:
@@ -55,13 +60,24 @@ def rows(run) -> list[dict]:
 def test_fit_on_the_gymnasium_preset_with_each_method(tmp_path, sb3_pi_star, method):
     methods = [] if method == "none" else ["--config", str(ROOT / f"configs/method/{method}.yaml")]
     run = tmp_path / "run"
-    fit("--config", str(PRESET), *methods, *SHORT, "--model.pretrained", str(sb3_pi_star), "--run_dir", str(run))
+    fit(
+        "--config",
+        str(PRESET),
+        *methods,
+        *SHORT,
+        "--model.pretrained",
+        str(sb3_pi_star),
+        "--run_dir",
+        str(run),
+    )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["env_steps"] >= 2048 and summary["method"] == method
     assert set(summary["eval"]) == {"close", "far"}
     assert summary["pretrained"]["far"]["episodes"] == 4
     logged = rows(run)
-    visits = [float(r["train/visit/close"]) + float(r["train/visit/far"]) for r in logged if r["train/visit/close"]]
+    visits = [
+        float(r["train/visit/close"]) + float(r["train/visit/far"]) for r in logged if r["train/visit/close"]
+    ]
     assert visits and all(abs(v - 1.0) < 1e-6 for v in visits)  # info["phase"] names every frame
     if method in TERMS:
         assert any(r.get(f"train/loss_{TERMS[method]}") for r in logged)

@@ -24,15 +24,14 @@ def short_run(tmp_path, monkeypatch, logger: str):
     monkeypatch.chdir(tmp_path)  # mlflow.db is written to the working folder
     torch.set_num_threads(1)
     main([
-        "fit", "--config", str(ROOT / "configs/base.yaml"), "--config", str(ROOT / "configs/env/applegym.yaml"),
+        "fit", "--config", str(ROOT / "configs/base.yaml"),
+        "--config", str(ROOT / "configs/env/applegym.yaml"),
         *SHORT, "--config", str(ROOT / "configs/trainer/cpu.yaml"),
         "--config", str(ROOT / f"configs/logger/{logger}.yaml"), "--run_dir", str(tmp_path / "runs/short"),
     ])  # fmt: skip
     with open(tmp_path / "runs/short/metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    return {
-        name: [float(r[name]) for r in rows if r.get(name)] for name in (METRIC, "train/env_frames")
-    }
+    return {name: [float(r[name]) for r in rows if r.get(name)] for name in (METRIC, "train/env_frames")}
 
 
 def test_tensorboard_event_files_hold_the_runs_metrics(tmp_path, monkeypatch):

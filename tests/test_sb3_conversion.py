@@ -130,7 +130,9 @@ def test_sac_gives_sb3s_squashed_gaussian_and_critics(tmp_path):
         torch.testing.assert_close(mine.log_prob(actions), expected, atol=1e-4, rtol=1e-4)
         with set_exploration_type(ExplorationType.DETERMINISTIC):
             greedy = ours["actor"](lit_view(obs))["action"]
-        torch.testing.assert_close(greedy, 2.0 * reference.actor(seen, deterministic=True), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            greedy, 2.0 * reference.actor(seen, deterministic=True), atol=1e-5, rtol=1e-5
+        )
         q_theirs = reference.critic(seen, actions / 2.0)
         q_net = module.policy["critic"]  # the loss's first Q copy equals SB3's qf0 …
         params = module.sac_loss.qvalue_network_params

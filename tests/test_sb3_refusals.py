@@ -43,7 +43,9 @@ class WritesFile:
 @pytest.fixture(scope="module")
 def cartpole_ppo(tmp_path_factory):
     path = tmp_path_factory.mktemp("sb3") / "ppo_cartpole.zip"
-    sb3.PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu").save(path)
+    sb3.PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu").save(
+        path
+    )
     return path
 
 
@@ -112,7 +114,9 @@ def test_unsupported_policy_class(tmp_path):
 
 
 def test_action_space_of_another_env(cartpole_ppo):
-    one_line_error(cartpole_ppo, "acts in Discrete(2), but the environment in Discrete(3)", env_id="Acrobot-v1")
+    one_line_error(
+        cartpole_ppo, "acts in Discrete(2), but the environment in Discrete(3)", env_id="Acrobot-v1"
+    )
 
 
 def test_other_network_widths_name_the_setting(tmp_path):
@@ -147,7 +151,8 @@ def test_the_cli_refuses_a_mismatched_policy_in_one_line(tmp_path, capsys):
     sb3.PPO("MlpPolicy", "Acrobot-v1", seed=0, device="cpu").save(path)
     with pytest.raises(SystemExit) as exit_info:
         main([
-            "fit", "--config", str(ROOT / "configs/base.yaml"), "--config", str(ROOT / "configs/env/applegym.yaml"),
+            "fit", "--config", str(ROOT / "configs/base.yaml"),
+            "--config", str(ROOT / "configs/env/applegym.yaml"),
             "--model.pretrained", str(path), "--run_dir", str(tmp_path / "run"),
         ])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()

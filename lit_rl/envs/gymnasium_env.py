@@ -18,9 +18,10 @@ Observations keep their Gymnasium dtype and layout (images stay uint8 and unscal
 encoder scales them): a ``Box`` or ``Discrete`` space under ``observation``, a ``Dict`` space under
 its own keys. Continuous actions are clipped to the action space's bounds before ``env.step``, as
 Stable-Baselines3 does, so a converted policy acts as it did there. An ``info`` key the scenario
-names (``visit_key``) is read every step as the subspace the frame lies in: its name, or a value that
-``visit_names`` maps to a name (e.g. AppleRetrieval's ``phase``: ``{1: close, 2: far}``); an ``info`` key named by ``success_key`` (SB3's convention: ``is_success``) marks
-success, and without one no ``success`` flag (nor ``success_rate``) is reported.
+names (``visit_key``) is read every step as the subspace the frame lies in: its name, or a value
+that ``visit_names`` maps to a name (e.g. AppleRetrieval's ``phase``: ``{1: close, 2: far}``); an
+``info`` key named by ``success_key`` (SB3's convention: ``is_success``) marks success, and without
+one no ``success`` flag (nor ``success_rate``) is reported.
 """
 
 from __future__ import annotations
@@ -104,9 +105,7 @@ def action_spec(space: spaces.Space, n: int | None = None):
         low = torch.as_tensor(space.low, dtype=torch.float32)
         high = torch.as_tensor(space.high, dtype=torch.float32)
         return Bounded(low.expand(*batch, *space.shape), high.expand(*batch, *space.shape))
-    raise ValueError(
-        f"action space {space} is not supported: lit_rl acts in Discrete or bounded Box spaces"
-    )
+    raise ValueError(f"action space {space} is not supported: lit_rl acts in Discrete or bounded Box spaces")
 
 
 class StartRule(gymnasium.Wrapper):

@@ -30,8 +30,10 @@ SAC_PREFIX = "sac_loss."
 
 
 def is_state_dict(payload) -> bool:
-    return isinstance(payload, dict) and bool(payload) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.items()
+    return (
+        isinstance(payload, dict)
+        and bool(payload)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.items())
     )
 
 
@@ -57,7 +59,9 @@ def load_sb3(path: Path, policy: nn.Module, description: dict) -> None:
             f"algorithm: {wanted} (and the matching trainer preset)"
         )
     if description.get("encoder"):
-        raise ValueError(f"model.pretrained = {path}: SB3 policies use the default encoder: unset scenario.encoder")
+        raise ValueError(
+            f"model.pretrained = {path}: SB3 policies use the default encoder: unset scenario.encoder"
+        )
     if (sb3.hidden, sb3.activation) != (description["hidden"], description["activation"]):
         raise ValueError(
             f"model.pretrained = {path} has hidden {sb3.hidden} with {sb3.activation}, the scenario "

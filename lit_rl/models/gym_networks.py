@@ -159,7 +159,9 @@ class PolicyNet(nn.Module):
     """PPO/A2C actor: encoder → ``policy_net`` → ``action_net``; logits (discrete) or
     (mean, σ = exp(log_std)) of a diagonal Gaussian (continuous, SB3's ``DiagGaussianDistribution``)."""
 
-    def __init__(self, encoder: nn.Module, hidden: list[int], activation: str, actions: int, continuous: bool):
+    def __init__(
+        self, encoder: nn.Module, hidden: list[int], activation: str, actions: int, continuous: bool
+    ):
         super().__init__()
         self.features_extractor = encoder
         self.policy_net = mlp(encoder.features, hidden, activation)

@@ -67,7 +67,9 @@ def _tensors(archive: zipfile.ZipFile, name: str, path: Path) -> dict[str, torch
         payload = torch.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
     except Exception as error:  # weights_only refuses anything that would need unpickling
         cause = str(error).strip().splitlines()[0][:160]
-        raise _refuse(path, f"{name} is not plain tensors and would need unpickling, refused ({cause})") from None
+        raise _refuse(
+            path, f"{name} is not plain tensors and would need unpickling, refused ({cause})"
+        ) from None
     if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
         raise _refuse(path, f"{name} is not a dict of tensors")
     return payload
@@ -95,10 +97,14 @@ def read_sb3_zip(path: str | Path) -> SB3Policy:
             raise _refuse(path, "not a Stable-Baselines3 save (no `data` and `policy.pth` inside)")
         data = json.loads(archive.read("data"))
         weights = _tensors(archive, "policy.pth", path)
-        variables = _tensors(archive, "pytorch_variables.pth", path) if "pytorch_variables.pth" in names else {}
+        variables = (
+            _tensors(archive, "pytorch_variables.pth", path) if "pytorch_variables.pth" in names else {}
+        )
     algorithm = _algorithm(path, data)
-    kwargs = _plain(data.get("policy_kwargs")) if ":serialized:" in str(data.get("policy_kwargs")) else (
-        data.get("policy_kwargs") or {}
+    kwargs = (
+        _plain(data.get("policy_kwargs"))
+        if ":serialized:" in str(data.get("policy_kwargs"))
+        else (data.get("policy_kwargs") or {})
     )
     if data.get("use_sde") or kwargs.get("use_sde"):
         raise _refuse(path, "gSDE policies (use_sde=True) are not supported: train with use_sde=False")
@@ -206,7 +212,9 @@ def sac_weights(policy: SB3Policy) -> dict[str, dict[str, torch.Tensor]]:
         owner, _, rest = key.partition(".")
         if owner == "actor":
             if rest.startswith("features_extractor."):
-                rest = "features_extractor." + _extractor(rest.removeprefix("features_extractor."), policy.kind)
+                rest = "features_extractor." + _extractor(
+                    rest.removeprefix("features_extractor."), policy.kind
+                )
             nets["actor"][rest] = value
             continue
         target = "target" if owner == "critic_target" else "qf"

@@ -16,9 +16,9 @@ Each subspace names one start rule (``lit_rl.envs.gymnasium_env``): ``reset`` op
 ``env_kwargs`` for ``gymnasium.make``, or a ``sampler`` class path; ``close`` and ``far`` are
 required and any number more may follow. The default policy is Stable-Baselines3's architecture
 for the trainer it serves (``algorithm``): PPO/A2C's actor and value networks (MLP widths
-``hidden``, default 64 × 64 tanh; none after a single image's CNN) or SAC's squashed-Gaussian actor and Q network (default
-256 × 256 ReLU), over an encoder that reads flat vectors, images and dicts of them
-(``lit_rl.models.gym_networks``), or over the user's own encoder (``encoder``: class path). π*
+``hidden``, default 64 × 64 tanh; none after a single image's CNN) or SAC's squashed-Gaussian
+actor and Q network (default 256 × 256 ReLU), over an encoder that reads flat vectors, images and
+dicts of them (``lit_rl.models.gym_networks``), or over the user's own encoder (``encoder``: class path). π*
 comes from ``model.pretrained``: a lit_rl export, a Stable-Baselines3 ``.zip`` or a state dict of
 the actor network (``lit_rl.models.foreign``).
 
@@ -264,4 +264,3 @@ class Gymnasium(Scenario):
             "activation": self.activation,
             "encoder": None if self.encoder is None else str(self.encoder.get("class_path")),
         }
-
