@@ -116,3 +116,28 @@ def test_sac_fine_tunes_an_sb3_sac_policy(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["env_steps"] >= 512 and set(summary["eval"]) == {"close", "far"}
     assert any(r.get("train/loss_qvalue") for r in rows(run))
+
+
+def test_ppo_fine_tunes_an_sb3_ppo_policy_with_continuous_actions(tmp_path):
+    """PPO's Gaussian actor on Pendulum from an SB3 PPO π*, with L2 towards it."""
+    from stable_baselines3 import PPO
+
+    zip_path = tmp_path / "ppo.zip"
+    PPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu").save(
+        zip_path
+    )
+    scenario = {
+        "class_path": "lit_rl.scenarios.Gymnasium",
+        "init_args": {
+            "env_id": "Pendulum-v1",
+            "subspaces": {"close": {"reset": None}, "far": {"reset": {"x_init": 0.3, "y_init": 0.5}}},
+            "max_episode_steps": 50,
+        },
+    }
+    config = tmp_path / "pendulum.yaml"
+    config.write_text(yaml.safe_dump({"preset": "pendulum_ppo_test", "model": {"scenario": scenario}}))
+    run = tmp_path / "run"
+    fit("--config", str(config), "--config", str(ROOT / "configs/method/l2.yaml"), *SHORT,
+        "--model.pretrained", str(zip_path), "--run_dir", str(run))  # fmt: skip
+    assert any(r.get("train/loss_l2") for r in rows(run))
+    assert json.loads((run / "summary.json").read_text())["method"] == "l2"

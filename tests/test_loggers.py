@@ -59,3 +59,12 @@ def test_mlflow_sqlite_store_holds_the_runs_metrics(tmp_path, monkeypatch):
     for name, values in expected.items():
         history = sorted(client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)
         assert [m.value for m in history] == pytest.approx(values) and len(values) >= 2, name
+
+
+def test_an_unknown_logger_fails_fast_in_one_line(tmp_path):
+    from tests.test_make import make, project_copy
+
+    result = make(project_copy(tmp_path), "finetune", "LOGGER=wandb", timeout=30)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and "unknown LOGGER 'wandb'" in lines[0]
+    assert all(name in lines[0] for name in ("csv", "mlflow", "neptune", "tensorboard"))

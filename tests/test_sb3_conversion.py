@@ -23,11 +23,25 @@ sb3 = pytest.importorskip("stable_baselines3")
 from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv  # noqa: E402
 
 SUBSPACES = {"close": {"reset": None}, "far": {"reset": None}}
-gymnasium.register("lit_rl_test/FakeImage-v0", entry_point=FakeImageEnv, max_episode_steps=10)
+SMALL_IMAGES = {"screen_height": 36, "screen_width": 36}  # the Nature CNN's smallest input
+gymnasium.register(
+    "lit_rl_test/FakeImage-v0", entry_point=FakeImageEnv, kwargs=SMALL_IMAGES, max_episode_steps=10
+)
+gymnasium.register(
+    "lit_rl_test/FakeImageBox-v0",
+    entry_point=FakeImageEnv,
+    kwargs={**SMALL_IMAGES, "discrete": False},
+    max_episode_steps=10,
+)
 gymnasium.register("lit_rl_test/MultiObs-v0", entry_point=SimpleMultiObsEnv, max_episode_steps=100)
 
 
-def trained(tmp_path, algorithm: str, policy: str, env_id: str, steps: int = 128, **kwargs):
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    """Tiny networks: one torch thread is fastest on the shared cores."""
+
+
+def trained(tmp_path, algorithm: str, policy: str, env_id: str, steps: int = 64, **kwargs):
     """An SB3 model trained briefly and saved; returns (zip path, SB3's own reload of it)."""
     cls = getattr(sb3, algorithm)
     model = cls(policy, gymnasium.make(env_id), seed=0, device="cpu", **kwargs)
@@ -114,31 +128,42 @@ def test_continuous_ppo_and_a2c_give_sb3s_gaussian(tmp_path, algorithm):
         torch.testing.assert_close(mine.log_prob(actions), theirs.log_prob(actions))
 
 
-def test_sac_gives_sb3s_squashed_gaussian_and_critics(tmp_path):
-    path, reference = trained(tmp_path, "SAC", "MlpPolicy", "Pendulum-v1", steps=64, learning_starts=16)
-    scenario, ours, module = converted(path, "Pendulum-v1", algorithm="sac")
-    obs = observations(scenario)
+@pytest.mark.parametrize(
+    ("policy", "env_id", "kwargs"),
+    [
+        ("MlpPolicy", "Pendulum-v1", {}),  # actions in [−2, 2]
+        ("CnnPolicy", "lit_rl_test/FakeImageBox-v0", {"buffer_size": 256}),  # images, actions in [−1, 1]
+    ],
+)
+def test_sac_gives_sb3s_squashed_gaussian_and_critics(tmp_path, policy, env_id, kwargs):
+    path, reference = trained(
+        tmp_path, "SAC", policy, env_id, steps=32, learning_starts=16, batch_size=16, **kwargs
+    )
+    scenario, ours, module = converted(path, env_id, algorithm="sac")
+    obs = observations(scenario, 16)
     seen = sb3_view(obs, reference)
-    actions = torch.linspace(-1.9, 1.9, 32).unsqueeze(-1)
+    space = scenario.action_space
+    low, high = torch.as_tensor(space.low), torch.as_tensor(space.high)
+    actions = low + (high - low) * torch.rand(16, *space.shape, generator=torch.Generator().manual_seed(0))
+    scaled = 2.0 * (actions - low) / (high - low) - 1.0  # SB3's scale_action: what its networks read
     with torch.no_grad():
         mean, log_std, _ = reference.actor.get_action_dist_params(seen)
         theirs = reference.actor.action_dist.proba_distribution(mean, log_std)
-        # SB3's log-probability is of the action in [−1, 1]; the env's bounds are [−2, 2]: the
-        # affine map to them subtracts log 2 per dimension
-        expected = theirs.log_prob(actions / 2.0) - np.log(2.0)
+        # SB3's log-probability is of the scaled action; the affine map to the bounds adds the
+        # log of its Jacobian, Σ log((high − low) / 2)
+        expected = theirs.log_prob(scaled.clamp(-1 + 1e-6, 1 - 1e-6)) - torch.log((high - low) / 2).sum()
         mine = ours["actor"].get_dist(lit_view(obs))
-        torch.testing.assert_close(mine.log_prob(actions), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(mine.log_prob(actions), expected, atol=1e-3, rtol=1e-4)
         with set_exploration_type(ExplorationType.DETERMINISTIC):
             greedy = ours["actor"](lit_view(obs))["action"]
-        torch.testing.assert_close(
-            greedy, 2.0 * reference.actor(seen, deterministic=True), atol=1e-5, rtol=1e-5
-        )
-        q_theirs = reference.critic(seen, actions / 2.0)
+        unscaled = low + 0.5 * (reference.actor(seen, deterministic=True) + 1.0) * (high - low)
+        torch.testing.assert_close(greedy, unscaled, atol=1e-5, rtol=1e-5)
+        q_theirs = reference.critic(seen, scaled)
         q_net = module.policy["critic"]  # the loss's first Q copy equals SB3's qf0 …
         params = module.sac_loss.qvalue_network_params
         for k in range(2):  # … and its second qf1
             with params[k].to_module(q_net):
                 q_mine = q_net(lit_view(obs).set("action", actions))["state_action_value"]
-            torch.testing.assert_close(q_mine, q_theirs[k])
+            torch.testing.assert_close(q_mine, q_theirs[k], atol=1e-5, rtol=1e-5)
         alpha = module.sac_loss.log_alpha.exp()
         torch.testing.assert_close(alpha.reshape(1), reference.log_ent_coef.exp().reshape(1))
