@@ -127,3 +127,27 @@ def test_the_cli_reports_an_unknown_env_id_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(err) == 1 and "scenario.env_id" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("entry", "kwargs", "keys"),
+    [
+        ("stable_baselines3.common.envs:SimpleMultiObsEnv", {}, ("vec", "img")),  # a dict: vector + image
+        (
+            "stable_baselines3.common.envs:FakeImageEnv",
+            {"screen_height": 36, "screen_width": 36},
+            ("observation",),
+        ),
+    ],
+)
+def test_dicts_and_images_are_collected_and_read(entry, kwargs, keys, one_torch_thread):
+    pytest.importorskip("stable_baselines3")
+    env_id = f"lit_rl_test/{entry.rsplit(':', 1)[1]}-collect-v0"
+    if env_id not in gymnasium.registry:
+        gymnasium.register(env_id, entry_point=entry, kwargs=kwargs, max_episode_steps=20)
+    scenario = Gymnasium(env_id, subspaces={"close": {"reset": None}, "far": {"reset": None}})
+    policy = scenario.make_policy().modules()
+    batch = scenario.make_env(2, "close", seed=0).rollout(5, policy["actor"], break_when_any_done=False)
+    assert all(batch[key].shape[:2] == (2, 5) for key in keys)
+    assert batch[keys[-1]].dtype == torch.uint8  # images stay raw; the encoder scales them
+    assert policy["critic"](batch)["state_value"].shape == (2, 5, 1)
