@@ -21,9 +21,10 @@ pytest.importorskip("stable_baselines3")
 
 PRESET = ROOT / "configs/env/applegym.yaml"
 SHORT = [
-    "--model.budget_frames", "2048", "--model.num_envs", "8", "--model.rollout_length", "64",
-    "--model.minibatch_size", "256", "--model.ppo_epochs", "1", "--model.eval_every_frames", "1024",
-    "--model.eval_episodes", "4", "--model.pretraining_state_frames", "512",
+    "--model.budget.frames", "2048", "--model.collection.num_envs", "8",
+    "--model.collection.rollout_length", "64", "--model.collection.teacher_frames", "512",
+    "--model.optimisation.minibatch_size", "256", "--model.optimisation.epochs", "1",
+    "--model.evaluation.every_frames", "1024", "--model.evaluation.episodes", "4",
 ]  # fmt: skip
 #: the loss term each method adds to metrics.csv (freeze adds none)
 TERMS = {"l2": "l2", "ewc": "ewc", "bc": "bc", "ks": "ks"}
@@ -93,7 +94,7 @@ def test_sac_fine_tunes_an_sb3_sac_policy(tmp_path):
     preset = {
         "preset": "pendulum_test",
         "model": {
-            "class_path": "lit_rl.training.sac_finetune.SACFineTuning",
+            "class_path": "lit_rl.training.sac.SACFineTuning",
             "init_args": {
                 "scenario": {
                     "class_path": "lit_rl.scenarios.Gymnasium",
@@ -103,9 +104,10 @@ def test_sac_fine_tunes_an_sb3_sac_policy(tmp_path):
                                       "far": {"reset": {"x_init": 0.3, "y_init": 0.5}}},
                     },
                 },
-                "pretrained": str(zip_path), "budget_frames": 512, "num_envs": 4, "rollout_length": 64,
-                "start_steps": 0, "learning_starts": 128, "batch_size": 32, "updates_per_frame": 0.05,
-                "eval_every_frames": 256, "eval_episodes": 2, "loglik_every_frames": 0,
+                "pretrained": str(zip_path), "budget": {"frames": 512, "learning_starts": 128},
+                "collection": {"num_envs": 4, "rollout_length": 64}, "replay": {"start_steps": 0},
+                "sac": {"batch_size": 32, "updates_per_frame": 0.05},
+                "evaluation": {"every_frames": 256, "episodes": 2}, "loglik": {"every_frames": 0},
             },
         },
     }  # fmt: skip

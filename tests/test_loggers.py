@@ -13,9 +13,10 @@ from lit_rl.cli import main
 from tests.conftest import ROOT
 
 SHORT = [
-    "--model.pretrained", "null", "--model.budget_frames", "1024", "--model.num_envs", "8",
-    "--model.rollout_length", "64", "--model.minibatch_size", "256", "--model.ppo_epochs", "1",
-    "--model.eval_every_frames", "512", "--model.eval_episodes", "4",
+    "--model.pretrained", "null", "--model.budget.frames", "1024", "--model.collection.num_envs", "8",
+    "--model.collection.rollout_length", "64", "--model.optimisation.minibatch_size", "256",
+    "--model.optimisation.epochs", "1", "--model.evaluation.every_frames", "512",
+    "--model.evaluation.episodes", "4",
 ]  # fmt: skip
 METRIC = "eval/close/return_mean"
 

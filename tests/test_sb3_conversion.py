@@ -55,7 +55,7 @@ def converted(path, env_id: str, algorithm: str = "ppo"):
     scenario = Gymnasium(env_id, subspaces=SUBSPACES, algorithm=algorithm)
     policy = scenario.make_policy().modules()
     if algorithm == "sac":
-        from lit_rl.training.sac_finetune import SACFineTuning
+        from lit_rl.training.sac import SACFineTuning
 
         module = SACFineTuning(scenario, pretrained=str(path))
         return scenario, module.policy, module

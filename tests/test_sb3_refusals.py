@@ -130,7 +130,7 @@ def test_other_network_widths_name_the_setting(tmp_path):
 def test_a_ppo_file_for_a_sac_scenario(tmp_path):
     path = tmp_path / "ppo_pendulum.zip"
     sb3.PPO("MlpPolicy", "Pendulum-v1", seed=0, device="cpu").save(path)
-    from lit_rl.training.sac_finetune import SACFineTuning
+    from lit_rl.training.sac import SACFineTuning
 
     with pytest.raises(ValueError, match="is an SB3 PPO policy: set scenario algorithm: ppo"):
         SACFineTuning(Gymnasium("Pendulum-v1", subspaces=BOTH, algorithm="sac"), pretrained=str(path))
