@@ -270,14 +270,19 @@ def anchors(path: Path) -> set[str]:
     return {slug(line) for _, line in prose if line.startswith("#")}
 
 
+#: a Gymnasium env id in lit_rl's namespace (``lit_rl/AppleRetrieval-v0``) names no file
+GYMNASIUM_ID = re.compile(r"lit_rl/[A-Za-z][\w-]*-v\d+")
+
+
 def named_paths(path: Path) -> list[str]:
-    """configs/…, docs/… and source paths (brace lists expanded; patterns with <…> left out)."""
+    """configs/…, docs/… and source paths (brace lists expanded; patterns with <…> left out;
+    Gymnasium env ids skipped)."""
     out = []
     for match in re.finditer(
         r"(?<![\w./-])((?:configs|docs|lit_rl|bench|tests|callbacks)/[\w./{},*<>+-]*[\w}*])", path.read_text()
     ):
         name = match.group(1)
-        if "<" in name:
+        if "<" in name or GYMNASIUM_ID.fullmatch(name):
             continue
         brace = re.search(r"\{([^}]*)\}", name)
         options = brace.group(1).split(",") if brace else [""]
