@@ -2,11 +2,16 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON ?= python3
+# Python 3.11 (the version everything here was measured on): python3.11, else python3 when it is
+# 3.11; PYTHON=/path/to/python3.x chooses another (pyproject.toml allows 3.11 and 3.12).
+PYTHON ?= $(or $(shell command -v python3.11 2>/dev/null),$(shell python3 -c \
+	'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null && command -v python3))
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The CPU wheel of torch; GPU machines: TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"
+# torch 2.13.0 from the default index: on Linux x86_64 PyPI's wheel is the CUDA 13 build (it pulls
+# PyPI's nvidia-*-cu13 libraries). CPU only: TORCH_SPEC="torch==2.13.0 --index-url
+# https://download.pytorch.org/whl/cpu"; another CUDA: that CUDA's PyTorch index.
 TORCH_SPEC ?= torch==2.13.0
 
 METHOD ?= ewc
@@ -18,13 +23,19 @@ RESUME ?=
 LOGGER ?= neptune
 CKPT ?=
 
-ENVS := $(sort $(basename $(notdir $(wildcard configs/env/*.yaml))))
+LOGGERS := $(sort $(basename $(notdir $(wildcard configs/logger/*.yaml))))
+# ENV values: every configs/env/<name>.yaml but the study's own preset, which only `make study` runs.
+STUDY_ENVS := nethack_study
+ENVS := $(filter-out $(STUDY_ENVS),$(sort $(basename $(notdir $(wildcard configs/env/*.yaml)))))
 # A paper preset (`nethack_paper`) overlays its CPU preset (`nethack`): only what differs is in it.
 ENV_BASE = $(firstword $(subst _, ,$(ENV)))
 # The methods ENV offers: the generic ones plus its scenario's and its preset's own (configs/method/<env>/).
-# Off-policy scenarios (SAC) take only their own methods (and none): the generic ones are PPO's.
+# Off-policy scenarios (SAC) take their own methods plus the generic ones that act on any policy's
+# parameters (none, l2, freeze); the generic bc, ewc and ks are PPO's.
 OWN_METHODS_ONLY := robotic
-GENERIC_METHODS = $(if $(filter $(ENV_BASE),$(OWN_METHODS_ONLY)),configs/method/none.yaml,configs/method/*.yaml)
+ANY_POLICY_METHODS := none l2 freeze
+GENERIC_METHODS = $(if $(filter $(ENV_BASE),$(OWN_METHODS_ONLY)),\
+	$(foreach m,$(ANY_POLICY_METHODS),configs/method/$(m).yaml),configs/method/*.yaml)
 METHODS = $(sort $(basename $(notdir $(wildcard $(GENERIC_METHODS) configs/method/$(ENV_BASE)/*.yaml configs/method/$(ENV)/*.yaml))))
 method_list := $(subst +, ,$(METHOD))
 bad_methods := $(filter-out $(METHODS),$(method_list))
@@ -38,7 +49,10 @@ TRAINER_CONFIGS = --config configs/trainer/cpu.yaml \
 	--config configs/logger/$(LOGGER).yaml
 COMMON_ARGS = --seed_everything $(SEED) $(if $(STEPS),--model.budget.frames $(STEPS)) \
 	$(if $(RESUME),--ckpt_path last)
-PRETRAINED := pretrained/$(ENV).pt
+# A preset whose configs/pretrain/<env>.yaml has an `sb3:` section pre-trains π* with
+# Stable-Baselines3 (lit_rl.pretraining.sb3) into pretrained/<env>.zip (a Gymnasium preset).
+SB3_PRETRAIN := $(shell grep -ls '^sb3:' configs/pretrain/$(ENV).yaml)
+PRETRAINED := pretrained/$(ENV).$(if $(SB3_PRETRAIN),zip,pt)
 
 .PHONY: help install finetune pretrain eval report test test-slow lint format bench
 
@@ -49,12 +63,39 @@ help: ## list the targets and variables
 	@echo
 	@echo "Variables: METHOD=$(METHOD) (one of: $(METHODS); combine with +, e.g. bc+ks)"
 	@echo "           ENV=$(ENV) (one of: $(ENVS))  SEED=$(SEED)  STEPS=<env frames>  DEVICES=$(DEVICES)"
-	@echo "           RESUME=1 (continue the run from its last checkpoint)  LOGGER=$(LOGGER)|csv  CKPT=<path>"
+	@echo "           RESUME=1 (continue the run from its last checkpoint)  LOGGER=$(LOGGER) (one of: $(LOGGERS))  CKPT=<path>"
+	@echo "           STUDY=<overlay.yaml> (make study)  BENCH_OUT=$(BENCH_OUT) (make bench)  TORCH_SPEC, PYTHON (make install)"
 
-# Checked when the Makefile is read, so a typo fails at once with one line and a non-zero exit.
+# Checked when the Makefile is read, so a typo fails at once with one line and a non-zero exit
+# (and `make -n`, which the docs test runs on every documented command, fails too).
 ifneq ($(filter finetune pretrain eval,$(MAKECMDGOALS)),)
-ifeq ($(wildcard configs/env/$(ENV).yaml),)
+ifneq ($(filter $(ENV),$(STUDY_ENVS)),)
+$(error ENV=$(ENV) is the NetHack study's preset: run `make study ENV=nethack` (docs/nethack.md))
+endif
+ifeq ($(filter $(ENV),$(ENVS)),)
 $(error unknown ENV '$(ENV)': choose one of: $(ENVS))
+endif
+endif
+ifneq ($(filter eval,$(MAKECMDGOALS)),)
+ifeq ($(CKPT),)
+$(error set CKPT=<checkpoint path>, e.g. make eval CKPT=runs/apple-ewc-s0/checkpoints/last.ckpt)
+endif
+endif
+ifneq ($(filter finetune pretrain eval,$(MAKECMDGOALS)),)
+ifeq ($(wildcard configs/logger/$(LOGGER).yaml),)
+$(error unknown LOGGER '$(LOGGER)': choose one of: $(LOGGERS))
+endif
+endif
+ifneq ($(filter data,$(MAKECMDGOALS)),)
+ifneq ($(ENV),nethack)
+$(error make data is NetHack's only: use ENV=nethack (docs/nethack.md))
+endif
+endif
+# The studies `make study` runs (configs/study/<env>.yaml).
+STUDIES := nethack minihack
+ifneq ($(filter study,$(MAKECMDGOALS)),)
+ifeq ($(filter $(ENV),$(STUDIES)),)
+$(error make study runs ENV=nethack or ENV=minihack, not '$(ENV)' (docs/nethack.md, docs/minihack.md))
 endif
 endif
 ifneq ($(filter finetune,$(MAKECMDGOALS)),)
@@ -66,22 +107,34 @@ endif
 install: $(STAMP) ## create the virtualenv and install lit_rl (idempotent)
 
 $(STAMP): pyproject.toml
+	@test -x $(BIN)/python || test -n "$(PYTHON)" || { echo "error: lit_rl needs Python 3.11 and found \
+	no python3.11 (python3 is $$(python3 --version 2>&1 | cut -d' ' -f2)): install it (Debian/Ubuntu: apt-get \
+	install python3.11 python3.11-venv; elsewhere: pyenv install 3.11) or pass PYTHON=/path/to/python3.11" >&2; exit 2; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,sb3,trackers]'
+	@$(BIN)/python -c 'import torch; cuda = torch.version.cuda; print(f"installed torch {torch.__version__}: " \
+		+ (f"CUDA {cuda} build (GPU visible: {torch.cuda.is_available()}); CPU only: make install TORCH_SPEC=\"torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu\"" \
+		if cuda else "CPU-only build"))'
 	@touch $@
 
 $(PRETRAINED):
 	$(MAKE) --no-print-directory pretrain ENV=$(ENV) SEED=$(SEED)
 
-pretrain: install ## pre-train π* for ENV (its FAR subspace) → pretrained/<env>.pt
+pretrain: install ## pre-train π* for ENV (its FAR subspace) → pretrained/<env>.pt (SB3 presets: .zip)
+ifneq ($(SB3_PRETRAIN),)
+	$(BIN)/python -m lit_rl.pretraining.sb3 --env configs/env/$(ENV).yaml --config $(SB3_PRETRAIN) --seed $(SEED)
+else
 	$(BIN)/lit-rl fit $(RUN_CONFIGS) --config configs/pretrain/$(ENV).yaml $(TRAINER_CONFIGS) \
 		--seed_everything $(SEED) $(if $(RESUME),--ckpt_path last)
+endif
 	@echo "pre-trained policy: $(PRETRAINED)"
 
+# Presets whose π* comes from a rule of their own (below), not from `make pretrain`.
+OWN_PISTAR := nethack nethack_paper montezuma
 finetune: install ## fine-tune π* with METHOD on ENV, evaluating CLOSE and FAR
-	@test -f $(PRETRAINED) || $(MAKE) --no-print-directory pretrain ENV=$(ENV) SEED=$(SEED)
+	$(if $(filter $(ENV),$(OWN_PISTAR)),,@test -f $(PRETRAINED) || $(MAKE) --no-print-directory pretrain ENV=$(ENV) SEED=$(SEED))
 	$(BIN)/lit-rl fit $(RUN_CONFIGS) $(foreach m,$(filter-out none,$(method_list)),--config $(call method_config,$(m))) \
 		$(TRAINER_CONFIGS) $(COMMON_ARGS)
 
@@ -89,7 +142,6 @@ finetune: install ## fine-tune π* with METHOD on ENV, evaluating CLOSE and FAR
 # evaluator), so the numbers reproduce the run's summary.json; elsewhere ENV's configs are used.
 RUN_OF_CKPT = $(wildcard $(dir $(CKPT))../config.yaml)
 eval: install ## evaluate a checkpoint on CLOSE and FAR: make eval CKPT=runs/…/checkpoints/last.ckpt
-	@test -n "$(CKPT)" || { echo "error: set CKPT=<checkpoint path>, e.g. runs/apple-ewc-s0/checkpoints/last.ckpt" >&2; exit 2; }
 	$(BIN)/lit-rl validate $(if $(RUN_OF_CKPT),--config $(RUN_OF_CKPT) --trainer.devices 1 --trainer.strategy auto,\
 		$(RUN_CONFIGS) --model.pretrained null --config configs/trainer/cpu.yaml) \
 		--config configs/logger/csv.yaml --ckpt_path $(CKPT)
@@ -112,8 +164,11 @@ format: install ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: install ## throughput benchmarks → bench/results.json and bench/results.md
-	$(BIN)/python -m bench.run
+# The committed figures (bench/results.md) change only when asked: BENCH_OUT=bench/results.
+BENCH_OUT ?= reports/bench/results
+bench: install ## throughput benchmarks → reports/bench/results.{json,md} (BENCH_OUT=bench/results: the committed file)
+	@mkdir -p $(dir $(BENCH_OUT))
+	$(BIN)/python -m bench.run --out $(BENCH_OUT)
 
 # --- Montezuma's Revenge (docs/montezuma.md) ---------------------------------------------------
 MONTEZUMA_POOL ?= pools/montezuma_room7.pt
@@ -194,7 +249,6 @@ nethack-paper-pretrained:
 	@test -f pretrained/nethack_paper.pt || { echo "error: pretrained/nethack_paper.pt is missing: convert model_115.tar with python -m lit_rl.models.model115 model_115.tar --out pretrained/nethack_paper.pt --size paper (docs/nethack.md)" >&2; exit 2; }
 
 data: install ## record expert games (NLD layout) + FAR start states: make data ENV=nethack GAMES=16 (FAR_DEPTHS=4,8,sokoban)
-	@test "$(ENV)" = nethack || { echo "error: make data records NetHack only: use ENV=nethack" >&2; exit 2; }
 	$(BIN)/python -m lit_rl.recording.nethack_games --games $(GAMES) --out data/nethack --seed $(SEED) \
 		--far-depths $(FAR_DEPTHS) --far-count $(FAR_COUNT) --max-steps $(GAME_STEPS) \
 		$(if $(FAR_ATTEMPTS),--far-attempts $(FAR_ATTEMPTS))
@@ -212,14 +266,14 @@ nethack-demo: install ## the whole small NetHack chain on CPU (data, BC π*, fin
 # The laptop studies, resumable (rerun to continue), everything under studies/<env>/:
 #  ENV=nethack (issue 15, docs/nethack.md): record → BC π* → Dlvl-4 states → none/bc/ks/ewc × 2 seeds
 #  ENV=minihack (issue 23, docs/minihack.md): FAR hand-overs → RL π* → none/ks/bc/ewc × 3 seeds
-#  → random-policy reference → report.
-STUDY_ENVS := nethack minihack
-STUDY ?= configs/study/$(ENV).yaml
+#  → random-policy reference → report. STUDY: a YAML with only what differs, overlaid on
+#  configs/study/<env>.yaml.
+STUDY_BASE = configs/study/$(ENV).yaml
+STUDY ?=
 .PHONY: study
 
-study: install ## laptop study, resumable: make study ENV=nethack|minihack [STUDY=configs/study/<env>.yaml]
-	@test -n "$(filter $(ENV),$(STUDY_ENVS))" || { echo "error: make study runs ENV=nethack or ENV=minihack, not '$(ENV)'" >&2; exit 2; }
-	$(BIN)/python -m lit_rl.study --config $(STUDY)
+study: install ## laptop study, resumable: make study ENV=nethack|minihack [STUDY=overlay.yaml]
+	$(BIN)/python -m lit_rl.study --config $(STUDY_BASE) $(addprefix --config ,$(filter-out $(STUDY_BASE),$(STUDY)))
 
 ifeq ($(ENV),nethack)
 ifneq ($(filter pretrain,$(MAKECMDGOALS)),)
@@ -238,3 +292,77 @@ apple-figures: install ## AppleRetrieval: forgetting vs corridor length M and sc
 
 soak: install ## soak test (minutes, not in `make test`): one apple run SIGKILLed 20 times and resumed → /tmp/lit_rl_soak/soak.json
 	$(BIN)/python -m bench.soak --kills 20 --out /tmp/lit_rl_soak
+
+# --- Long targets say what they will do before they start ----------------------------------------
+# A target that can run longer than ~5 minutes prints, when the Makefile is read (so before any
+# prerequisite is built), what it will do, how long that took on the project's 2 shared cores (the
+# stage times measured in the docs cited) and how to continue if it is stopped. Only the command you
+# typed announces itself (MAKELEVEL 0): the chains it starts are in its own notice.
+RESUME_RUN = Stopped? The same command with RESUME=1 continues the run from its last checkpoint
+# What a missing π* adds first (a value of its own: commas inside $(if …) would split it).
+first_robotic = pretrained/robotic.pt is missing, so it first pre-trains π* by SAC: 200k frames, ≈ 70 min \
+	(93k frames took 31 min, docs/robotic.md), and that recipe reached 10 % on peg-unplug-side, not a usable \
+	π*; docs/robotic.md builds a cloned stand-in in ≈ 2.5 min. Then it
+first_montezuma = $(MONTEZUMA_PISTAR) is missing, so it first builds the Room-7 pool (≈ 4 min), the \
+	demonstrations (≈ 4 min) and the cloned π* (≈ 26 min; docs/montezuma.md, Cost). Then it
+first_nethack = pretrained/nethack.pt is missing, so it first records 16 expert games (≈ 30 s) and clones π* \
+	(600 BC steps; 300 took 2 min 38 s, docs/nethack.md). Then it
+first_nethack_bc = it first records 16 expert games (≈ 30 s), then
+notice_finetune_robotic = $(if $(wildcard pretrained/robotic.pt),,$(first_robotic)) fine-tunes 100k frames with \
+	SAC: ≈ 25–40 min on a free core (docs/robotic.md). $(RESUME_RUN).
+notice_finetune_montezuma = $(if $(wildcard $(MONTEZUMA_PISTAR)),,$(first_montezuma)) fine-tunes 20,480 frames: \
+	5–21 min per run (docs/montezuma.md). $(RESUME_RUN); finished stages are skipped.
+notice_finetune_nethack = $(if $(wildcard pretrained/nethack.pt),,$(first_nethack) fine-tunes 4,096 frames \
+	(≈ 1 min, docs/nethack.md). $(RESUME_RUN); finished stages are skipped.)
+notice_finetune_paper = ENV=$(ENV) is a GPU preset (docs/nethack.md, docs/montezuma.md): its budget takes days \
+	on 2 CPU cores. $(RESUME_RUN).
+notice_finetune = $(if $(filter %_paper,$(ENV)),$(notice_finetune_paper),$(notice_finetune_$(ENV)))
+notice_pretrain_robotic = pre-trains π* by SAC: 200k frames, ≈ 70 min on 2 cores (93k frames took 31 min, \
+	docs/robotic.md); that recipe reached 10 % on peg-unplug-side, not a usable π*. $(RESUME_RUN).
+notice_pretrain_montezuma = trains π* by PPO + RND from Room-7 starts: 20,480 frames, ≈ 5–10 min at the 36–66 \
+	frames/s docs/montezuma.md measured (it reached 0–12.5 % Room-7 success). $(RESUME_RUN).
+notice_pretrain = $(if $(filter %_paper,$(ENV)),$(notice_finetune_paper),$(notice_pretrain_$(ENV)))
+notice_montezuma-demo = builds what is missing of pool (≈ 4 min), demonstrations (≈ 4 min) and cloned π* \
+	(≈ 26 min), then fine-tunes BC, EWC and none (5–21 min each) and reports: ≈ 1 h on 2 cores \
+	(docs/montezuma.md). Stopped? rerun: finished stages and runs are skipped; a stopped run restarts \
+	(make finetune ENV=montezuma METHOD=<m> RESUME=1 continues it).
+notice_montezuma-pistar = clones π* from the demonstrations with 3 DAgger rounds: 25 min 49 s on 2 cores \
+	(docs/montezuma.md, Cost). Stopped? rerun: the pool and demonstrations are kept, the cloning starts over.
+notice_montezuma-bc-data = records 512 episodes of up to 4,500 steps with the paper preset's π* (not timed \
+	here; a GPU-machine step, docs/montezuma.md). Stopped? rerun: it starts over.
+notice_nethack-pretrain = $(if $(wildcard data/nethack),,$(first_nethack_bc)) clones π* by BC: \
+	$(or $(BC_STEPS),600) steps (300 took 2 min 38 s on 2 cores, docs/nethack.md). Stopped? rerun: recorded \
+	games are kept, the cloning starts over.
+# `make data` is ≈ 30 s at its defaults; more FAR states or games than the demo's take hours.
+LONG_DATA = $(shell test "$(FAR_COUNT)" -gt 8 -o "$(GAMES)" -gt 64 2>/dev/null && echo yes)
+notice_data = $(if $(LONG_DATA),records $(GAMES) expert games and up to $(or $(FAR_ATTEMPTS),5 × $(FAR_COUNT)) \
+	games for $(FAR_COUNT) FAR states per target (FAR_DEPTHS=$(FAR_DEPTHS)): a start-state game took 17.6 s \
+	on average with GAME_STEPS=20000 at load 7–9; 200 states per level need ≈ 950 games: 1.7–4.6 h on 2 \
+	cores (docs/nethack.md). Stopped? Nothing resumes: rerun with GAMES=0 once the games are recorded (the \
+	same SEED records the same games again); the start-state search starts again from its first game.)
+notice_study = $(notice_study_$(ENV))
+notice_study_minihack = runs the MiniHack study: FAR hand-overs → RL π* → none/ks/bc/ewc × 3 seeds → report: \
+	π* and seed 0's four runs took 72 min at load 10–20 on 2 shared cores, the 12 runs ≈ 3 h there \
+	(docs/minihack.md). Stopped? rerun the same command: finished stages and runs are skipped, a run with a \
+	checkpoint resumes.
+notice_study_nethack = runs the NetHack laptop study: record → BC π* → Dlvl-4 states → none/bc/ks/ewc × 2 seeds → \
+	report: 71.5 min from empty on 2 shared cores (docs/nethack.md). Stopped? rerun the same command: finished \
+	stages and runs are skipped, a run with a checkpoint resumes.
+notice_apple-figures = runs the paper's Figures 10–11: 12 π* and 21 fine-tunings, 35 min on 2 shared cores \
+	(docs/apple.md). Stopped? rerun: finished runs are skipped, interrupted ones continue from their checkpoint.
+notice_bench = runs 9 benchmark sections one after the other: ≈ 15–20 min on 2 cores (nethack, montezuma, \
+	apple, finetune, memory 183 s: bench/results.md; training, evaluation 523 s: bench/results_training.md; \
+	robotic 173 s: docs/robotic.md; montezuma_training not timed) → $(BENCH_OUT).md. Stopped? rerun what is \
+	missing: .venv/bin/python -m bench.run --only <sections> --out <stem>.
+notice_soak = kills one Apple run 20 times and resumes it, beside an unkilled run (docs/clusters.md): ≈ 8 min \
+	on 2 loaded cores (389 s + 70 s at load 7–10, recorded in commit dfac62c). Stopped? rerun: it starts over.
+eval_paper = evaluates a paper-preset run: every subspace on its eval_episodes (200) of up to 100,000 steps, \
+	up to 20M steps each (docs/nethack.md; not timed here); a GPU machine's job. Stopped? rerun: it starts over.
+notice_eval = $(if $(findstring _paper,$(CKPT)),$(eval_paper))
+notice_test = runs the fast test suite: ≈ 12 min on 2 quiet cores (README). It writes nothing to keep: \
+	rerun it, or one file: .venv/bin/pytest -q tests/test_<name>.py.
+notice_test-slow = runs the long tests (not timed as a whole; each can take minutes). Rerun one: \
+	.venv/bin/pytest -q -m slow tests/test_<name>.py.
+ifeq ($(MAKELEVEL),0)
+$(foreach g,$(MAKECMDGOALS),$(if $(strip $(notice_$(g))),$(info make $(g)$(if $(filter finetune pretrain,$(g)), ENV=$(ENV)): $(strip $(notice_$(g))))))
+endif

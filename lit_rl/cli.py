@@ -212,11 +212,16 @@ def place_evaluation(config: Namespace) -> None:
 
 
 def _write_into(trainer: Namespace, folder: Path) -> None:
-    """Trainer outputs and every file logger go to ``folder``."""
+    """Trainer outputs and every file logger go to ``folder``; a tracker's unset ``run_name``
+    (MLflow) becomes the run folder's name (``<run>-eval`` for an evaluation)."""
     trainer.default_root_dir = str(folder)
+    name = f"{folder.parent.name}-eval" if folder.name == "eval" else folder.name
     for logger in _as_list(trainer.logger):
-        if "save_dir" in logger.get("init_args", {}):
+        init_args = logger.get("init_args", {})
+        if "save_dir" in init_args:
             logger.init_args.save_dir = str(folder)
+        if "run_name" in init_args and init_args.get("run_name") is None:
+            logger.init_args.run_name = name
 
 
 def _as_list(value) -> list:

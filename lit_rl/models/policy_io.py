@@ -1,7 +1,9 @@
 """Saving and loading exported policies (π*), atomically and with a model fingerprint.
 
 An exported policy is the actor and critic weights plus the scenario's ``describe()`` dict; loading
-a file written for another model fails with one line that names the mismatch and the fix.
+a file written for another model fails with one line that names the mismatch and the fix. A policy
+trained elsewhere (a Stable-Baselines3 ``.zip``, or a plain state dict of the actor's network) is
+converted by ``lit_rl.models.foreign``; no file is ever unpickled.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from lit_rl.models.foreign import is_state_dict, load_actor_state_dict, load_sb3
 
 FORMAT = "lit_rl.policy/1"
 
@@ -41,10 +45,16 @@ def load_policy(path: str | os.PathLike, policy: nn.Module, description: dict) -
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pre-trained policy {path} not found: run `make pretrain` first")
+    if path.suffix == ".zip":
+        load_sb3(path, policy, description)
+        return
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(f"{path} is not a readable policy file ({error}); re-run `make pretrain`") from None
+    if is_state_dict(payload):
+        load_actor_state_dict(path, payload, policy)
+        return
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a lit_rl policy export; re-run `make pretrain`")
     if payload["model"] != description:

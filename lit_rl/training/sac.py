@@ -61,7 +61,8 @@ from lit_rl.scenarios.base import Scenario
 from lit_rl.training.lifecycle import FineTuning
 from lit_rl.training.settings import Budget, Collection, Evaluation, Export, settings
 
-#: the transition keys the replay buffer keeps (everything the SAC loss and the retention terms read)
+#: the transition keys the replay buffer keeps (everything the SAC loss and the retention terms read);
+#: a scenario without stages (the Gymnasium scenario) has no ``stage`` keys, which are then skipped
 TRANSITION_KEYS = (
     "observation",
     "stage",
@@ -291,7 +292,7 @@ class SACFineTuning(FineTuning):
             memory = getattr(method, "replay_memory", None)
             transitions = memory() if memory is not None else None
             if fresh and transitions is not None:
-                self.buffer.extend(transitions.select(*TRANSITION_KEYS).to(self.device))
+                self.buffer.extend(transitions.select(*TRANSITION_KEYS, strict=False).to(self.device))
                 self.buffer.writer.keep(len(self.buffer))
 
     def on_train_start(self) -> None:
@@ -349,7 +350,7 @@ class SACFineTuning(FineTuning):
     def learn(self, batch: TensorDictBase, terms: dict) -> None:
         """Store the batch, then ``updates_per_frame`` SAC updates per new frame on uniform samples."""
         frames = batch.numel()
-        self.buffer.extend(batch.reshape(-1).select(*TRANSITION_KEYS))
+        self.buffer.extend(batch.reshape(-1).select(*TRANSITION_KEYS, strict=False))
         replay, sac = self.replay, self.sac
         if (
             replay.warmup_bc_updates
