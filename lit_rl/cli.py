@@ -26,6 +26,7 @@ from lightning import LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from lit_rl.safe_load import check_loadable, first_line, trust, trusted
+from lit_rl.training.rank_faults import reported
 from lit_rl.training.run_identity import default_run_name
 from lit_rl.training.settings import MOVED_KEYS
 
@@ -363,7 +364,11 @@ def main(args: list[str] | None = None) -> None:
         raise SystemExit(2)
     try:
         cli = LitRLCLI(args=args)
-    except USER_ERRORS as error:
+    except BaseException as error:
+        if reported():  # a DDP rank failed and said so in one line (lit_rl.training.rank_faults)
+            raise SystemExit(1) from None
+        if not isinstance(error, USER_ERRORS):
+            raise
         # subclass mode wraps a model constructor's error in a union-validation error
         while isinstance(error.__cause__, USER_ERRORS):
             error = error.__cause__

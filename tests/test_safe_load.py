@@ -87,7 +87,14 @@ def test_a_crafted_policy_runs_no_code_unless_trusted(pretrained_apple, tmp_path
     marker = tmp_path / "pwned"
     policy = crafted(pretrained_apple, tmp_path / "policy.pt", marker)
     with pytest.raises(SystemExit) as stop:
-        fit("--model.pretrained", str(policy), "--model.budget_frames", "6400", "--run_dir", str(tmp_path / "a"))
+        fit(
+            "--model.pretrained",
+            str(policy),
+            "--model.budget_frames",
+            "6400",
+            "--run_dir",
+            str(tmp_path / "a"),
+        )
     assert stop.value.code == 2 and not marker.exists()
     one_line_refusal(capsys, policy)
     assert not (tmp_path / "a" / "checkpoints").exists(), "nothing written before the refusal"
