@@ -7,10 +7,14 @@ so the other rank runs the real code path and must notice its peer's failure by 
 from __future__ import annotations
 
 import errno
+import json
 import os
+import signal
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from lightning import Callback
 
 from lit_rl.checkpoint_io import AtomicCheckpointIO
 from lit_rl.envs.apple import AppleRetrievalEnv
@@ -91,3 +95,35 @@ class FaultyApple(AppleRetrieval):
         )
         env.set_seed(seed)
         return env
+
+
+class TermWithEvaluationInFlight(Callback):
+    """Sends this process SIGTERM (a cluster's preemption) at the first batch end at or after
+    ``at_frames`` where a background evaluation is still in flight."""
+
+    def __init__(self, at_frames: int):
+        self.at_frames, self.sent = at_frames, False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        evaluation = next(c for c in trainer.callbacks if type(c).__name__ == "SubspaceEvaluation")
+        if not self.sent and evaluation.in_flight and int(pl_module.env_frames) >= self.at_frames:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+class RankEvaluations(Callback):
+    """Each rank writes what its evaluation callback did (``evaluations-rank<r>.json``): whether it
+    ran an evaluation worker and the frames of the evaluations it recorded."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.worker = self._evaluation(trainer)._worker is not None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        evaluation = self._evaluation(trainer)
+        path = Path(trainer.default_root_dir) / f"evaluations-rank{trainer.global_rank}.json"
+        frames = [entry["env_steps"] for entry in evaluation.history]
+        path.write_text(json.dumps({"worker": self.worker, "recorded": frames}))
+
+    @staticmethod
+    def _evaluation(trainer):
+        return next(c for c in trainer.callbacks if type(c).__name__ == "SubspaceEvaluation")
