@@ -377,9 +377,7 @@ def soak(out: Path, kills: int, budget: int, method: str, seed: int, devices: in
         raise SystemExit(f"soak: the reference run failed, see {out / 'logs/98.stderr'}")
     reference_s = time.monotonic() - started
 
-    kinds = ["save"] * 6 + ["eval"] * 6 + ["random"] * 5 + ["startup"] * 3
-    kinds = (kinds * (kills // len(kinds) + 1))[:kills]
-    rng.shuffle(kinds)
+    kinds = kill_kinds(kills, rng)
     targets = ["all"] + [f"rank{r}" for r in range(devices)] if devices > 1 else ["all"]
     started, events, launches = time.monotonic(), [], 0
     for index, kind in enumerate(kinds):
@@ -431,6 +429,23 @@ def soak(out: Path, kills: int, budget: int, method: str, seed: int, devices: in
     }
     (out / "soak.json").write_text(json.dumps(figures, indent=2))
     return figures
+
+
+#: the share of each kind of kill (of 20: 6 saves, 6 evaluations, 5 random moments, 3 start-ups)
+KIND_SHARES = {"save": 6, "eval": 6, "random": 5, "startup": 3}
+
+
+def kill_kinds(kills: int, rng: random.Random) -> list[str]:
+    """``kills`` kinds in ``KIND_SHARES`` proportions (largest remainders; every kind at least once
+    when there are enough kills), shuffled."""
+    total = sum(KIND_SHARES.values())
+    exact = {kind: kills * share / total for kind, share in KIND_SHARES.items()}
+    counts = {kind: int(value) for kind, value in exact.items()}
+    for kind in sorted(exact, key=lambda k: counts[k] - exact[k])[: kills - sum(counts.values())]:
+        counts[kind] += 1
+    kinds = [kind for kind, count in counts.items() for _ in range(count)]
+    rng.shuffle(kinds)
+    return kinds
 
 
 def check_ranks(run: Path, devices: int, killed: list[dict]) -> list[tuple[str, bool, str]]:

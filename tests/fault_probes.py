@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 
 import torch
@@ -127,3 +128,15 @@ class RankEvaluations(Callback):
     @staticmethod
     def _evaluation(trainer):
         return next(c for c in trainer.callbacks if type(c).__name__ == "SubspaceEvaluation")
+
+
+class HangingCleanup(Callback):
+    """On ``rank``, the clean-up after an exception never finishes (as a worker that does not stop
+    would make it): only the watchdog of ``RankFaults`` can end that process."""
+
+    def __init__(self, rank: int = 1):
+        self.rank = rank
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if trainer.global_rank == self.rank:
+            threading.Event().wait()

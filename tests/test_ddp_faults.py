@@ -132,3 +132,19 @@ def test_a_nan_budget_spent_on_rank_1_stops_both_ranks_at_the_same_update(pretra
     result = run_ddp(command, run, timeout=240)
     assert_stopped_cleanly(result, run, 0, "2 consecutive non-finite losses on rank 1", (6, 4))
     assert "lit-rl: error: rank 1 failed:" in result.stderr
+
+
+def test_a_failed_rank_whose_clean_up_hangs_is_ended_by_the_watchdog(pretrained_apple, tmp_path):
+    """Rank 1 fails and its clean-up never returns: the watchdog ends it after ``grace_s`` (5 s
+    here), then rank 0 notices at its next collective. Without the watchdog both wait for ever."""
+    probe = tmp_path / "hang.yaml"
+    probe.write_text("trainer:\n  callbacks+:\n    - class_path: callbacks.RankFaults\n"
+                     "      init_args: {grace_s: 5}\n"
+                     "    - class_path: tests.fault_probes.HangingCleanup\n")  # fmt: skip
+    run = tmp_path / "run"
+    command = ddp_command(
+        run, pretrained_apple, *FAULTY, "--model.scenario.fault", "bug", "--config", str(probe)
+    )
+    result = run_ddp(command, run, timeout=180)
+    assert_stopped_cleanly(result, run, 1, "ValueError: simulated bug in the collector", (4, 2))
+    assert "clean-up took over 5 s after the failure; ending the process" in result.stderr

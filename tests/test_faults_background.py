@@ -42,6 +42,7 @@ def eval_frames(run) -> list[int]:
     return [int(float(frames)) for _, frames in logged_rows(run, "eval/env_frames")]
 
 
+@pytest.mark.slow  # two 2-rank runs
 @pytest.mark.xdist_group("ddp")
 def test_background_evaluation_under_ddp_is_logged_once_by_rank_0_in_order(pretrained_apple, tmp_path):
     ddp = ["--config", str(ROOT / "configs/trainer/ddp.yaml"), *probe(tmp_path, "RankEvaluations")]

@@ -66,7 +66,11 @@ def cause(exception: BaseException) -> str:
 
 
 def report(rank: int, exception: BaseException, folder: str | os.PathLike, grace_s: float) -> str:
-    """Print the rank's one line, keep the traceback, arm the watchdog; returns the line."""
+    """Print the rank's one line, keep the traceback, arm the watchdog; returns the line. A
+    second report in the same process (a second ``RankFaults``) only arms its own watchdog."""
+    if _reported:
+        _arm_watchdog(grace_s)
+        return _reported[0]
     if peer_gone(exception):
         line = f"lit-rl: rank {rank} stopped: another rank failed (its line says why)"
     else:
