@@ -124,7 +124,7 @@ def fit_args(
     ddp = []
     if devices > 1:
         ddp = ["--config", str(ROOT / "configs/trainer/ddp.yaml"), "--trainer.devices", str(devices),
-               "--model.eval_background", "true",
+               "--model.evaluation.background", "true",
                "--trainer.callbacks+", "bench.soak.RankWeights"]  # fmt: skip
     return [
         "fit",

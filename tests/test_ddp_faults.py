@@ -26,9 +26,9 @@ from tests.conftest import APPLE, ROOT, TRAINER
 pytestmark = pytest.mark.xdist_group("ddp")
 
 BATCH = 16 * 50
-TINY = ["--model.num_envs", "16", "--model.rollout_length", "50", "--model.minibatch_size", str(BATCH),
-        "--model.budget_frames", str(10 * BATCH), "--model.eval_every_frames", str(100 * BATCH),
-        "--model.eval_episodes", "8"]  # fmt: skip
+TINY = ["--model.collection.num_envs", "16", "--model.collection.rollout_length", "50",
+        "--model.optimisation.minibatch_size", str(BATCH), "--model.budget.frames", str(10 * BATCH),
+        "--model.evaluation.every_frames", str(100 * BATCH), "--model.evaluation.episodes", "8"]  # fmt: skip
 #: the fault starts with the 8th batch's collection (env step 351); Lightning fetches one batch
 #: ahead, so the checkpoints of batches 2 and 4 are on disk by then
 FAULTY = ["--model.scenario", "tests.fault_probes.FaultyApple", "--model.scenario.after", "351"]
@@ -111,7 +111,7 @@ def test_a_full_disk_on_rank_0_during_a_save_stops_both_ranks(pretrained_apple, 
 def test_a_simulator_that_cannot_be_restarted_on_rank_1_stops_both_ranks(pretrained_apple, tmp_path):
     run = tmp_path / "run"
     command = ddp_command(run, pretrained_apple, *FAULTY, "--model.scenario.fault", "crash",
-                          "--model.max_simulator_restarts", "0")  # fmt: skip
+                          "--model.budget.max_simulator_restarts", "0")  # fmt: skip
     result = run_ddp(command, run)
     assert_stopped_cleanly(result, run, 1, "the simulator failed 1 times", (4, 2))
 
@@ -128,7 +128,7 @@ def test_a_nan_budget_spent_on_rank_1_stops_both_ranks_at_the_same_update(pretra
     on rank 1 alone left rank 0 in the gradient all-reduce for ever) and stop together."""
     run = tmp_path / "run"
     command = ddp_command(run, pretrained_apple, *FAULTY, "--model.scenario.fault", "nan",
-                          "--model.max_nonfinite_updates", "2")  # fmt: skip
+                          "--model.budget.max_nonfinite_updates", "2")  # fmt: skip
     result = run_ddp(command, run, timeout=240)
     assert_stopped_cleanly(result, run, 0, "2 consecutive non-finite losses on rank 1", (6, 4))
     assert "lit-rl: error: rank 1 failed:" in result.stderr

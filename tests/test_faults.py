@@ -152,8 +152,8 @@ def test_resuming_a_finished_run_keeps_its_metrics(pretrained_apple, tmp_path):
     """RESUME=1 on a run that had already finished skips Lightning's fit loop (no train-start hook);
     its metrics.csv must come back from the checkpoint all the same."""
     run = tmp_path / "run"
-    args = ("--model.pretrained", str(pretrained_apple), "--model.budget_frames", str(6400 * 3),
-            "--model.eval_episodes", "16", "--run_dir", str(run))  # fmt: skip
+    args = ("--model.pretrained", str(pretrained_apple), "--model.budget.frames", str(6400 * 3),
+            "--model.evaluation.episodes", "16", "--run_dir", str(run))  # fmt: skip
     conftest_fit(*args)
     before = (run / "metrics.csv").read_text()
     conftest_fit(*args, "--ckpt_path", "last")

@@ -21,9 +21,10 @@ from tests.test_background_evaluation import logged_rows
 from tests.test_ddp_faults import run_ddp
 
 BATCH = 16 * 50
-SETTINGS = ["--model.num_envs", "16", "--model.rollout_length", "50", "--model.minibatch_size", str(BATCH),
-            "--model.budget_frames", str(12 * BATCH), "--model.eval_every_frames", str(4 * BATCH),
-            "--model.eval_episodes", "256"]  # fmt: skip
+SETTINGS = ["--model.collection.num_envs", "16", "--model.collection.rollout_length", "50",
+            "--model.optimisation.minibatch_size", str(BATCH), "--model.budget.frames", str(12 * BATCH),
+            "--model.evaluation.every_frames", str(4 * BATCH),
+            "--model.evaluation.episodes", "256"]  # fmt: skip
 EVALUATED = [0, 4 * BATCH, 8 * BATCH, 12 * BATCH]
 
 
@@ -49,7 +50,7 @@ def test_background_evaluation_under_ddp_is_logged_once_by_rank_0_in_order(pretr
     runs = {}
     for mode in ("true", "false"):
         run = tmp_path / f"background-{mode}"
-        result = run_ddp(command(run, pretrained_apple, *ddp, "--model.eval_background", mode), run)
+        result = run_ddp(command(run, pretrained_apple, *ddp, "--model.evaluation.background", mode), run)
         assert result.returncode == 0, result.stderr[-3000:]
         runs[mode] = run
     run = runs["true"]
@@ -68,7 +69,7 @@ def test_sigterm_with_an_evaluation_in_flight_saves_it_and_the_requeued_run_logs
 ):
     run = tmp_path / "preempted"
     stop = probe(tmp_path, "TermWithEvaluationInFlight", f"      init_args: {{at_frames: {4 * BATCH}}}\n")
-    stopped = subprocess.run(command(run, pretrained_apple, "--model.eval_background", "true", *stop),
+    stopped = subprocess.run(command(run, pretrained_apple, "--model.evaluation.background", "true", *stop),
                              cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     assert "lit-rl: stopped by SIGTERM" in stopped.stderr
@@ -79,7 +80,7 @@ def test_sigterm_with_an_evaluation_in_flight_saves_it_and_the_requeued_run_logs
     stopped_at = int(state["state_dict"]["env_frames"])
     assert logged + in_flight == [0, 4 * BATCH] and in_flight and stopped_at >= 4 * BATCH
 
-    resumed = subprocess.run(command(run, pretrained_apple, "--model.eval_background", "true",
+    resumed = subprocess.run(command(run, pretrained_apple, "--model.evaluation.background", "true",
                                      "--ckpt_path", "last"),
                              cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -90,7 +90,7 @@ def test_a_crafted_policy_runs_no_code_unless_trusted(pretrained_apple, tmp_path
         fit(
             "--model.pretrained",
             str(policy),
-            "--model.budget_frames",
+            "--model.budget.frames",
             "6400",
             "--run_dir",
             str(tmp_path / "a"),
@@ -100,6 +100,7 @@ def test_a_crafted_policy_runs_no_code_unless_trusted(pretrained_apple, tmp_path
     assert not (tmp_path / "a" / "checkpoints").exists(), "nothing written before the refusal"
 
     # the user vouches for the file: it is read with the full unpickler (and its code runs)
-    fit("--model.pretrained", str(policy), "--model.budget_frames", "6400", "--model.eval_episodes", "8",
-        "--trust", str(policy), "--run_dir", str(tmp_path / "b"))  # fmt: skip
+    fit("--model.pretrained", str(policy), "--model.budget.frames", "6400",
+        "--model.evaluation.episodes", "8", "--trust", str(policy),
+        "--run_dir", str(tmp_path / "b"))  # fmt: skip
     assert marker.exists()
