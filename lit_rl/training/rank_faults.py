@@ -78,7 +78,7 @@ def report(rank: int, exception: BaseException, folder: str | os.PathLike, grace
         kept = _keep_traceback(rank, exception, Path(folder))
         if kept is not None:
             line += f" (traceback: {kept})"
-    print(line[:1000], file=sys.stderr, flush=True)
+    _say(line[:1000])
     _reported.append(line)
     _arm_watchdog(grace_s)
     return line
@@ -101,12 +101,18 @@ def _keep_traceback(rank: int, exception: BaseException, folder: Path) -> Path |
     return path
 
 
+def _say(line: str) -> None:
+    """One line to stderr in one ``write``: the ranks share the terminal (or pipe), and a write of
+    less than 4 KiB to a pipe is not interleaved with another process's."""
+    sys.stderr.flush()
+    os.write(sys.stderr.fileno(), (line + "\n").encode(errors="replace"))
+
+
 def _arm_watchdog(grace_s: float) -> None:
     """End this process ``grace_s`` from now unless it has exited (a daemon timer dies with it)."""
 
     def expire() -> None:
-        print(f"lit-rl: clean-up took over {grace_s:.0f} s after the failure; ending the process",
-              file=sys.stderr, flush=True)  # fmt: skip
+        _say(f"lit-rl: clean-up took over {grace_s:.0f} s after the failure; ending the process")
         os._exit(1)
 
     timer = threading.Timer(grace_s, expire)
