@@ -344,9 +344,9 @@ notice_bench = runs 9 benchmark sections one after the other: ≈ 15–20 min on
 	robotic 173 s: docs/robotic.md; montezuma_training not timed) → $(BENCH_OUT).md. Stopped? rerun what is \
 	missing: .venv/bin/python -m bench.run --only <sections> --out <stem>.
 soak_one = kills one Apple run 20 times and resumes it, beside an unkilled run (docs/clusters.md): ≈ 10 min \
-	on 2 loaded cores (400 s + 71 s at load 18–22, bench/results_soak.md). Stopped? rerun: it starts over.
+	on 2 loaded cores (400.4 s + 71.2 s at load 18–22, bench/results_soak.md). Stopped? rerun: it starts over.
 soak_ddp = kills a 2-rank Apple run 10 times (one rank or both) and resumes it, beside an unkilled 2-rank run \
-	(docs/clusters.md): ≈ 14 min on 2 loaded cores (542 s + 145 s at load 19–23, bench/results_soak_ddp.md). \
+	(docs/clusters.md): ≈ 14 min on 2 loaded cores (542.1 s + 144.8 s at load 19–23, bench/results_soak_ddp.md). \
 	Stopped? rerun: it starts over.
 notice_soak = $(if $(SOAK_DDP),$(soak_ddp),$(soak_one))
 eval_paper = evaluates a paper-preset run: every subspace on its eval_episodes (200) of up to 100,000 steps, \
