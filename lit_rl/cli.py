@@ -220,21 +220,22 @@ def place_run(config: Namespace) -> None:
 
 
 def check_writable(folder: Path) -> None:
-    """Fail before anything else is written when ``folder`` cannot be created or written: it is
-    created (the run would create it) and a probe file written and removed in it; on failure the
-    folders this made are removed again."""
+    """Fail before anything is written when ``folder`` cannot be created or written: it is created
+    and a probe file written and removed in it, then the folders this made are removed again (the
+    run makes them when it writes; a run refused later leaves nothing behind)."""
     missing = [p for p in [folder, *folder.parents] if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        for made in missing:  # deepest first
-            if made.is_dir():
-                made.rmdir()
         raise ValueError(
             f"--run_dir {folder} cannot be written ({error.strerror or error}): choose a writable --run_dir"
         ) from None
+    finally:
+        for made in missing:  # deepest first
+            if made.is_dir():
+                made.rmdir()
 
 
 def resume_from_readable_checkpoint(config: Namespace) -> None:
