@@ -290,8 +290,11 @@ apple-figures: install ## AppleRetrieval: forgetting vs corridor length M and sc
 # --- Fault tolerance (docs/clusters.md) ----------------------------------------------------------
 .PHONY: soak
 
-soak: install ## soak test (minutes, not in `make test`): one apple run SIGKILLed 20 times and resumed → /tmp/lit_rl_soak/soak.json
-	$(BIN)/python -m bench.soak --kills 20 --out /tmp/lit_rl_soak
+# DEVICES=2: a 2-rank DDP run (background evaluation on) killed 10 times, one rank or all at a time.
+SOAK_DDP = $(filter-out 1,$(DEVICES))
+soak: install ## soak test (minutes, not in `make test`): an apple run SIGKILLed 20 times (DEVICES=2: 10) and resumed → bench/results_soak*.md
+	$(BIN)/python -m bench.soak --devices $(DEVICES) $(if $(SOAK_DDP),--kills 10 --budget 400000,--kills 20) \
+		--out /tmp/lit_rl_soak$(if $(SOAK_DDP),_ddp) --report bench/results_soak$(if $(SOAK_DDP),_ddp).md
 
 # --- Long targets say what they will do before they start ----------------------------------------
 # A target that can run longer than ~5 minutes prints, when the Makefile is read (so before any
@@ -354,8 +357,12 @@ notice_bench = runs 9 benchmark sections one after the other: ≈ 15–20 min on
 	apple, finetune, memory 183 s: bench/results.md; training, evaluation 523 s: bench/results_training.md; \
 	robotic 173 s: docs/robotic.md; montezuma_training not timed) → $(BENCH_OUT).md. Stopped? rerun what is \
 	missing: .venv/bin/python -m bench.run --only <sections> --out <stem>.
-notice_soak = kills one Apple run 20 times and resumes it, beside an unkilled run (docs/clusters.md): ≈ 8 min \
-	on 2 loaded cores (389 s + 70 s at load 7–10, recorded in commit dfac62c). Stopped? rerun: it starts over.
+soak_one = kills one Apple run 20 times and resumes it, beside an unkilled run (docs/clusters.md): ≈ 10 min \
+	on 2 loaded cores (400.4 s + 71.2 s at load 18–22, bench/results_soak.md). Stopped? rerun: it starts over.
+soak_ddp = kills a 2-rank Apple run 10 times (one rank or both) and resumes it, beside an unkilled 2-rank run \
+	(docs/clusters.md): ≈ 14 min on 2 loaded cores (542.1 s + 144.8 s at load 19–23, bench/results_soak_ddp.md). \
+	Stopped? rerun: it starts over.
+notice_soak = $(if $(SOAK_DDP),$(soak_ddp),$(soak_one))
 eval_paper = evaluates a paper-preset run: every subspace on its eval_episodes (200) of up to 100,000 steps, \
 	up to 20M steps each (docs/nethack.md; not timed here); a GPU machine's job. Stopped? rerun: it starts over.
 notice_eval = $(if $(findstring _paper,$(CKPT)),$(eval_paper))

@@ -2,7 +2,11 @@
 
 Not part of ``make test``: it takes minutes. The run is killed ``--kills`` times (default 20) and
 resumed with ``--ckpt_path last`` (what ``RESUME=1`` passes) after each kill; then it runs to the
-end. The kill moments are chosen to hit the windows a random kill rarely hits:
+end. With ``--devices 2`` (``make soak DEVICES=2``) the run is a 2-rank DDP run (gloo) with
+background evaluation on, and each kill hits one rank or all of them (rank 0, rank 1 or the whole
+process group, drawn at random): a rank whose peer was killed must end by itself (gloo notices the
+closed connection, lit_rl/training/rank_faults.py reports it), within ``PEER_EXIT_S``. The kill
+moments are chosen to hit the windows a random kill rarely hits:
 
 - ``save``: just after a checkpoint save begins (while the temporary file is written, fsynced or
   renamed);
@@ -10,9 +14,10 @@ end. The kill moments are chosen to hit the windows a random kill rarely hits:
 - ``startup``: while the resumed process starts and restores its checkpoint;
 - ``random``: a moment within the first 10 s of training.
 
-The child process is the real CLI; the harness only wraps two functions in it so that they append a
-line to a marker file as they start (``save``, ``eval``, and ``train`` at the start of training),
-which tells the harness when to kill.
+The child process is the real CLI (``python -m bench.soak fit …`` with ``LIT_RL_SOAK_MARKERS`` set,
+so that DDP's rank 1, which Lightning starts with the same command line, is marked too); the harness
+only wraps two functions in it so that they append a line to a marker file as they start (``save``,
+``eval``, and ``train`` at the start of training), which tells the harness when to kill.
 
 Checks at the end, against a reference run with the same settings that is never killed:
 
@@ -23,15 +28,21 @@ Checks at the end, against a reference run with the same settings that is never 
 - ``metrics.csv`` has exactly the reference's training and evaluation frame counts, each once. A
   kill loses the frames trained since the last checkpoint; those are trained and logged again, so
   "missing" means a frame count of the finished run without a row, and "duplicated" a frame count
-  with two.
+  with two;
+- with several ranks: every rank ended with the same weights (each writes its final policy beside the
+  run, ``RankWeights``), and no rank outlived a killed peer by more than ``PEER_EXIT_S``. (The
+  weights are not compared with the never-killed run's: a resumed run seeds its environments
+  afresh, lit_rl/training/finetune.py ``_env_seed``, so it plays other episodes.)
 
-Figures (kills by kind, kills that left a half-written temporary file, resumes, wall times, the
-machine's load) are printed and written to ``<out>/soak.json``.
+Figures (kills by kind and target, kills that left a half-written temporary file, resumes, wall
+times, the machine's load) are printed and written to ``<out>/soak.json`` and, with ``--report``, to
+a Markdown file (``make soak`` writes ``bench/results_soak[_ddp].md``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -43,21 +54,31 @@ import sys
 import time
 from pathlib import Path
 
+from lightning import Callback
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 6400  # apple: 64 envs × 100 steps
 
 
-def child(markers: Path, args: list[str]) -> None:
-    """Run ``lit-rl`` with marker lines written when a checkpoint save or an evaluation starts."""
+MARKERS = "LIT_RL_SOAK_MARKERS"
+#: seconds a rank may outlive a killed peer (gloo notices at the next collective; the watchdog of
+#: lit_rl/training/rank_faults.py ends a stuck clean-up after 60 s)
+PEER_EXIT_S = 90
+
+
+def child() -> None:
+    """Run ``lit-rl`` on this process's command line with marker lines written when a checkpoint
+    save or an evaluation starts (the markers file is named by ``LIT_RL_SOAK_MARKERS``)."""
     import lit_rl.checkpoint_io as checkpoint_io
+    from callbacks.run_summary import RunSummary
     from callbacks.subspace_evaluation import SubspaceEvaluation
     from lit_rl.cli import main
 
+    markers, rank = Path(os.environ[MARKERS]), os.environ.get("LOCAL_RANK", "0")
+
     def mark(kind: str) -> None:
         with open(markers, "a") as f:
-            f.write(f"{kind} {time.time()}\n")
-
-    from callbacks.run_summary import RunSummary
+            f.write(f"{kind} {rank} {time.time()}\n")
 
     save, evaluate, train_start = (
         checkpoint_io.atomic_save,
@@ -80,11 +101,31 @@ def child(markers: Path, args: list[str]) -> None:
     checkpoint_io.atomic_save = marked_save
     RunSummary.on_train_start = marked_train_start
     SubspaceEvaluation._evaluate = marked_evaluate
-    main(args)
+    main()
 
 
-def fit_args(run: Path, pretrained: Path, budget: int, method: str, resume: bool) -> list[str]:
+class RankWeights(Callback):
+    """Each rank writes its final policy weights beside the run (``rank<r>.pt``), so the soak can
+    check that every rank ended with the same weights."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        from lit_rl.models.policy_io import atomic_torch_save
+
+        path = Path(trainer.default_root_dir) / f"rank{trainer.global_rank}.pt"
+        atomic_torch_save(
+            {"policy": pl_module.policy.state_dict(), "frames": int(pl_module.env_frames)}, path
+        )
+
+
+def fit_args(
+    run: Path, pretrained: Path, budget: int, method: str, resume: bool, devices: int = 1
+) -> list[str]:
     methods = [] if method == "none" else ["--config", str(method_config(method))]
+    ddp = []
+    if devices > 1:
+        ddp = ["--config", str(ROOT / "configs/trainer/ddp.yaml"), "--trainer.devices", str(devices),
+               "--model.evaluation.background", "true",
+               "--trainer.callbacks+", "bench.soak.RankWeights"]  # fmt: skip
     return [
         "fit",
         "--config", str(ROOT / "configs/base.yaml"),
@@ -95,6 +136,7 @@ def fit_args(run: Path, pretrained: Path, budget: int, method: str, resume: bool
         "--model.pretrained", str(pretrained),
         "--model.budget.frames", str(budget),
         "--run_dir", str(run),
+        *ddp,
         *(["--ckpt_path", "last"] if resume else []),
     ]  # fmt: skip
 
@@ -107,7 +149,8 @@ def method_config(method: str) -> Path:
 
 
 class Launch:
-    """One child process of the killed run, with its stderr collected to a file."""
+    """One child process of the killed run (and, under DDP, the ranks and workers it starts, all in
+    one session of their own), with its stderr collected to a file."""
 
     def __init__(self, out: Path, run: Path, markers: Path, args: list[str], index: int):
         self.log = out / "logs" / f"{index:02d}.stderr"
@@ -115,27 +158,78 @@ class Launch:
         self.markers = markers
         markers.write_text("")
         self.temporaries_at_start = set(temporary_files(run))
-        command = [sys.executable, "-m", "bench.soak", "child", str(markers), "--", *args]
+        command = [sys.executable, "-m", "bench.soak", *args]
         self.started = time.monotonic()
         with open(self.log, "w") as err:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+            self.proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+                                         env={**os.environ, MARKERS: str(markers)},
+                                         start_new_session=True)  # fmt: skip
+
+    def count(self, kind: str) -> int:
+        return sum(line.split()[0] == kind for line in self.markers.read_text().splitlines() if line)
 
     def wait_for_marker(self, kind: str, deadline: float) -> bool:
         """Poll (every millisecond) for a new ``kind`` line in the marker file."""
-        seen = self.markers.read_text().split().count(kind)
+        seen = self.count(kind)
         while self.proc.poll() is None and time.monotonic() < deadline:
-            if self.markers.read_text().split().count(kind) > seen:
+            if self.count(kind) > seen:
                 return True
             time.sleep(0.001)
         return False
 
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
+    def rank_pid(self, rank: int) -> int | None:
+        """The process of DDP rank ``rank`` (rank 0 is the launched process; Lightning starts the
+        others with ``LOCAL_RANK`` set; forked workers keep their parent's)."""
+        if rank == 0:
+            return self.proc.pid
+        for pid in session_processes(self.proc.pid):
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"LOCAL_RANK={rank}".encode() in environ and pid != self.proc.pid:
+                parent = int(Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[1])
+                if parent == self.proc.pid:
+                    return pid
+        return None
+
+    def kill(self, target: str) -> float | None:
+        """SIGKILL ``all`` (the whole session) or one rank (``rank0``, ``rank1``); returns the
+        seconds the rest of the session took to end by itself (``None``: it did not within
+        ``PEER_EXIT_S`` and was killed)."""
+        pid = None if target == "all" else self.rank_pid(int(target.removeprefix("rank")))
+        if pid is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        while session_processes(self.proc.pid) and time.monotonic() - killed_at < PEER_EXIT_S:
+            self.proc.poll()
+            time.sleep(0.05)
+        gone = not session_processes(self.proc.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+        return round(time.monotonic() - killed_at, 1) if gone else None
 
 
-def kill_once(launch: Launch, kind: str, rng: random.Random, run: Path) -> dict:
-    """Wait for the moment of ``kind``, SIGKILL, and describe what was hit."""
+def session_processes(session: int) -> list[int]:
+    """Live (not zombie) processes of the session ``session``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().split(") ")[-1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def kill_once(launch: Launch, kind: str, target: str, rng: random.Random, run: Path) -> dict:
+    """Wait for the moment of ``kind``, SIGKILL ``target``, and describe what was hit."""
     deadline = time.monotonic() + 600
     if kind == "startup":
         time.sleep(rng.uniform(0.5, 6.0))
@@ -150,16 +244,19 @@ def kill_once(launch: Launch, kind: str, rng: random.Random, run: Path) -> dict:
         time.sleep(rng.uniform(0.0, 0.3))
     if launch.proc.poll() is not None:
         return {"kind": kind, "killed": False, "exit": launch.proc.returncode}
-    marks = launch.markers.read_text().split()
-    launch.kill()
+    saves, evals = launch.count("save"), launch.count("eval")
+    after_s = round(time.monotonic() - launch.started, 2)
+    rest_ended_s = launch.kill(target)
     temporaries = sorted(set(temporary_files(run)) - launch.temporaries_at_start)
     return {
         "kind": kind,
+        "target": target,
         "killed": True,
-        "after_s": round(time.monotonic() - launch.started, 2),
-        "saves_started": marks.count("save"),
-        "evals_started": marks.count("eval"),
+        "after_s": after_s,
+        "saves_started": saves,
+        "evals_started": evals,
         "temporary_left": temporaries,
+        "rest_ended_by_itself_s": rest_ended_s,
     }
 
 
@@ -265,7 +362,7 @@ def pretrained_policy(out: Path) -> Path:
     return policy
 
 
-def soak(out: Path, kills: int, budget: int, method: str, seed: int) -> dict:
+def soak(out: Path, kills: int, budget: int, method: str, seed: int, devices: int = 1) -> dict:
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("killed", "reference", "logs"):
@@ -275,24 +372,25 @@ def soak(out: Path, kills: int, budget: int, method: str, seed: int) -> dict:
     run, reference, markers = out / "killed", out / "reference", out / "markers.log"
 
     started = time.monotonic()
-    result = run_to_end(out, fit_args(reference, pretrained, budget, method, resume=False), 98)
+    result = run_to_end(out, fit_args(reference, pretrained, budget, method, False, devices), 98)
     if result.returncode != 0:
         raise SystemExit(f"soak: the reference run failed, see {out / 'logs/98.stderr'}")
     reference_s = time.monotonic() - started
 
-    kinds = ["save"] * 6 + ["eval"] * 6 + ["random"] * 5 + ["startup"] * 3
-    kinds = (kinds * (kills // len(kinds) + 1))[:kills]
-    rng.shuffle(kinds)
+    kinds = kill_kinds(kills, rng)
+    targets = ["all"] + [f"rank{r}" for r in range(devices)] if devices > 1 else ["all"]
     started, events, launches = time.monotonic(), [], 0
     for index, kind in enumerate(kinds):
-        launch = Launch(out, run, markers, fit_args(run, pretrained, budget, method, resume=index > 0), index)
+        args = fit_args(run, pretrained, budget, method, index > 0, devices)
+        launch = Launch(out, run, markers, args, index)
         launches += 1
-        event = kill_once(launch, kind, rng, run)
+        target = "all" if kind == "startup" else rng.choice(targets)  # at start-up rank 1 may not exist
+        event = kill_once(launch, kind, target, rng, run)
         events.append(event)
         print(f"soak: kill {index + 1}/{kills}: {json.dumps(event)}", flush=True)
         if not event["killed"]:
             break
-    final = run_to_end(out, fit_args(run, pretrained, budget, method, resume=True), len(kinds))
+    final = run_to_end(out, fit_args(run, pretrained, budget, method, True, devices), len(kinds))
     launches += 1
     killed_s = time.monotonic() - started
     if final.returncode != 0:
@@ -300,15 +398,20 @@ def soak(out: Path, kills: int, budget: int, method: str, seed: int) -> dict:
 
     logs = sorted((out / "logs").glob("*.stderr"))
     fallbacks = sum(p.read_text().count("lit-rl: warning:") for p in logs)
-    results = check(run, reference)
     killed = [e for e in events if e["killed"]]
+    results = check(run, reference)
+    if devices > 1:
+        results += check_ranks(run, devices, killed)
     figures = {
         "budget_frames": budget,
+        "devices": devices,
         "method": method,
+        "background_evaluation": devices > 1,
         "kills": len(killed),
         "kills_by_kind": {
             k: sum(e["kind"] == k for e in killed) for k in ("save", "eval", "random", "startup")
         },
+        "kills_by_target": {t: sum(e["target"] == t for e in killed) for t in targets},
         "kills_that_left_a_half_written_temporary_file": sum(bool(e["temporary_left"]) for e in killed),
         "kills_after_an_evaluation_started": sum(
             e["kind"] == "eval" and e["evals_started"] > 0 for e in killed
@@ -328,13 +431,83 @@ def soak(out: Path, kills: int, budget: int, method: str, seed: int) -> dict:
     return figures
 
 
+#: the share of each kind of kill (of 20: 6 saves, 6 evaluations, 5 random moments, 3 start-ups)
+KIND_SHARES = {"save": 6, "eval": 6, "random": 5, "startup": 3}
+
+
+def kill_kinds(kills: int, rng: random.Random) -> list[str]:
+    """``kills`` kinds in ``KIND_SHARES`` proportions (largest remainders; every kind at least once
+    when there are enough kills), shuffled."""
+    total = sum(KIND_SHARES.values())
+    exact = {kind: kills * share / total for kind, share in KIND_SHARES.items()}
+    counts = {kind: int(value) for kind, value in exact.items()}
+    for kind in sorted(exact, key=lambda k: counts[k] - exact[k])[: kills - sum(counts.values())]:
+        counts[kind] += 1
+    kinds = [kind for kind, count in counts.items() for _ in range(count)]
+    rng.shuffle(kinds)
+    return kinds
+
+
+def check_ranks(run: Path, devices: int, killed: list[dict]) -> list[tuple[str, bool, str]]:
+    """Under DDP: identical final weights on every rank, and no rank outlived a killed peer."""
+    from lit_rl.safe_load import safe_load
+
+    ranks = [safe_load(run / f"rank{r}.pt") for r in range(devices)]
+    differing = [name for name, value in ranks[0]["policy"].items()
+                 if any(not value.equal(other["policy"][name]) for other in ranks[1:])]  # fmt: skip
+    frames = [r["frames"] for r in ranks]
+    same = not differing and len(set(frames)) == 1
+    one_rank = [e for e in killed if e["target"] != "all"]
+    outlived = [e["kind"] for e in one_rank if e["rest_ended_by_itself_s"] is None]
+    longest = max((e["rest_ended_by_itself_s"] for e in one_rank if e["rest_ended_by_itself_s"]), default=0)
+    return [
+        ("every rank ended with the same weights", same, f"frames {frames}, differing {differing[:3]}"),
+        (f"every rank whose peer was killed ended by itself within {PEER_EXIT_S} s", not outlived,
+         f"{len(one_rank)} one-rank kills, longest {longest} s, outlived: {outlived}"),
+    ]  # fmt: skip
+
+
+def markdown(figures: dict, command: str) -> str:
+    """The soak's figures as the committed report (``--report``)."""
+    lines = [
+        f"# Soak: {figures['devices']} process(es), {figures['kills']} SIGKILLs",
+        "",
+        f"`{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: AppleRetrieval, "
+        f"method {figures['method']}, {figures['budget_frames']:,} frames per rank, background evaluation "
+        f"{'on' if figures['background_evaluation'] else 'off'}.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+    ]
+    for key in ("kills", "kills_by_kind", "kills_by_target", "kills_that_left_a_half_written_temporary_file",
+                "kills_after_an_evaluation_started", "resumes", "resumes_that_fell_back_to_last_prev",
+                "wall_time_reference_s", "wall_time_killed_run_s", "load_before", "load_after"):  # fmt: skip
+        lines.append(f"| {key.replace('_', ' ')} | {figures[key]} |")
+    lines += ["", f"Checks: {figures['checks_passed']} of {figures['checks']} passed.", ""]
+    lines += [
+        f"- {'PASS' if r['passed'] else 'FAIL'} {r['check']} ({r['detail']})" for r in figures["results"]
+    ]
+    lines += [
+        "",
+        "Kills (kind, target, seconds after launch, seconds the other rank took to end by itself):",
+        "",
+    ]
+    for e in figures["events"]:
+        if e["killed"]:
+            lines.append(
+                f"- {e['kind']}, {e['target']}, {e['after_s']} s, rest ended: {e['rest_ended_by_itself_s']}"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m bench.soak [--kills N] [--budget F] [--method M] [--out DIR]``. Run it on a
+    """``python -m bench.soak [--kills N] [--budget F] [--method M] [--devices N] [--out DIR]
+    [--report FILE]``. Run it on a
     quiet copy of the code (``git archive HEAD``): a resume after the code changed under the run
     is a different test."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["child"]:
-        child(Path(argv[1]), argv[3:])
+    if os.environ.get(MARKERS):  # a child of the killed run (each DDP rank too)
+        child()
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
@@ -342,14 +515,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--method", default="ewc")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill schedule")
     parser.add_argument("--out", type=Path, default=Path("/tmp/lit_rl_soak"))
+    parser.add_argument("--devices", type=int, default=1, help="DDP processes (gloo on the CPU)")
+    parser.add_argument("--report", type=Path, default=None, help="also write the figures as Markdown here")
     args = parser.parse_args(argv)
     if args.kills < 1 or args.budget < BATCH:
         parser.error(f"--kills must be ≥ 1 and --budget ≥ {BATCH}")
-    figures = soak(args.out, args.kills, args.budget, args.method, args.seed)
+    figures = soak(args.out, args.kills, args.budget, args.method, args.seed, args.devices)
+    if args.report is not None:
+        args.report.write_text(markdown(figures, "python -m bench.soak " + " ".join(argv)))
     for item in figures["results"]:
         print(f"soak: {'PASS' if item['passed'] else 'FAIL'} {item['check']} ({item['detail']})")
-    keys = ("kills", "kills_by_kind", "kills_that_left_a_half_written_temporary_file", "resumes",
-            "resumes_that_fell_back_to_last_prev", "wall_time_reference_s", "wall_time_killed_run_s",
+    keys = ("kills", "kills_by_kind", "kills_by_target", "kills_that_left_a_half_written_temporary_file",
+            "resumes", "resumes_that_fell_back_to_last_prev", "wall_time_reference_s",
+            "wall_time_killed_run_s",
             "checks_passed", "checks", "load_before", "load_after")  # fmt: skip
     for key in keys:
         print(f"soak: {key}: {figures[key]}")

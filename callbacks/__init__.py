@@ -4,6 +4,7 @@ from callbacks.checkpointing import CheckpointedMetrics, ResumableModelCheckpoin
 from callbacks.frame_progress import FrameProgressBar
 from callbacks.logistic_trace import LogisticActorTrace
 from callbacks.preemption import Preemption
+from callbacks.rank_faults import RankFaults
 from callbacks.run_summary import RunSummary
 from callbacks.subspace_evaluation import SubspaceEvaluation
 from callbacks.throughput import Throughput
@@ -13,6 +14,7 @@ __all__ = [
     "FrameProgressBar",
     "LogisticActorTrace",
     "Preemption",
+    "RankFaults",
     "ResumableModelCheckpoint",
     "RunSummary",
     "SubspaceEvaluation",

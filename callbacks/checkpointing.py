@@ -73,6 +73,12 @@ class CheckpointedMetrics(Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self._restored = state_dict.get("metrics_csv")
 
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Restored here, before Lightning writes anything through the logger, so that resuming a
+        run that had already finished (its fit loop is skipped: no ``on_train_start``) keeps
+        its rows too; strategies that restore callback states later are restored at train start."""
+        self.on_train_start(trainer, pl_module)
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         restored, self._restored = self._restored, None
         if restored is None or not trainer.is_global_zero:

@@ -11,6 +11,11 @@ handled here:
   last`` / ``RESUME=1`` resolves to) checks ``last.ckpt`` and falls back to ``last.prev.ckpt``;
 - a disk that fills during a save: the temporary file is removed, both checkpoints stay as they
   were, and the run stops with one line (:class:`CheckpointWriteError`).
+
+Every read goes through :func:`lit_rl.safe_load.safe_load` (``weights_only=True``), both the
+readability check of ``--ckpt_path last`` and Lightning's own restore, which calls
+:meth:`AtomicCheckpointIO.load_checkpoint`: a checkpoint cannot run code when a run resumes from it
+or ``lit-rl validate`` evaluates it, unless the user trusts that file (``--trust``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lit_rl.safe_load import UntrustedFile, first_line, safe_load
 
 PREVIOUS_SUFFIX = ".prev"
 
@@ -70,7 +77,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self._good.add(os.path.abspath(path))
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
-        checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        """Lightning's restore: read by :func:`safe_load` whatever ``weights_only`` Lightning passes
+        (it passes ``None``, which torch's ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` turns into a full
+        unpickling)."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"checkpoint {path} not found")
+        checkpoint = safe_load(path, map_location=map_location)
         self._good.add(os.path.abspath(path))
         return checkpoint
 
@@ -146,16 +158,20 @@ def unreadable_reason(path: Path) -> str | None:
 
     ``torch.load`` alone notices a truncated file but not damaged bytes inside it, so the zip
     archive's CRC-32 of every record is checked first (it reads the file once).
+
+    Raises:
+        UntrustedFile: the file could run code when read; that is not damage to pass over.
     """
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
         if bad is not None:
             return f"record {bad} fails its checksum"
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        checkpoint = safe_load(path, mmap=True)
+    except UntrustedFile:
+        raise
     except Exception as error:  # any failure to read means: do not resume from it
-        text = str(error).strip().splitlines()
-        return f"{type(error).__name__}: {text[0] if text else ''}".strip(": ")[:160]
+        return first_line(error)[:160]
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         return "not a Lightning checkpoint (no state_dict)"
     return None
@@ -168,6 +184,8 @@ def resume_checkpoint(folder: str | os.PathLike, name: str = "last.ckpt") -> Pat
 
     Raises:
         ValueError: checkpoints exist but none is readable (one line naming each and why).
+        UntrustedFile: a checkpoint could run code when read; a crafted file is refused, not passed
+            over for an older one.
     """
     candidates = [Path(folder) / name, previous_path(Path(folder) / name)]
     if not any(path.exists() for path in candidates):

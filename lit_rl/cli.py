@@ -6,13 +6,16 @@ order given: ``--config configs/base.yaml --config configs/env/apple.yaml --conf
 configs/method/apple/ewc.yaml …``. Each ``fit`` gets its own run folder named by ``run_name``
 (default ``<preset>-<methods>-s<seed>``) under ``runs/`` unless ``--run_dir`` says otherwise, holding
 ``config.yaml``, ``checkpoints/``, ``metrics.csv`` and ``summary.json``. Mistakes end with one line
-on stderr and exit code 2.
+on stderr and exit code 2: a misspelled or mistyped setting, a config file that is missing or not
+valid YAML (file, line and column), a ``--run_dir`` that cannot be written, a checkpoint or policy
+that could run code when read (``--trust <file>`` reads it anyway; lit_rl/safe_load.py).
 """
 
 from __future__ import annotations
 
 import re
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from jsonargparse import Namespace
 from lightning import LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from lit_rl.safe_load import check_loadable, first_line, trust, trusted
+from lit_rl.training.rank_faults import reported
 from lit_rl.training.run_identity import default_run_name
 from lit_rl.training.settings import MOVED_KEYS
 
@@ -126,7 +131,34 @@ class LitRLCLI(LightningCLI):
             default=1,
             help="intra-op threads per process; small policies run fastest on one (null: torch's)",
         )
+        parser.add_argument(
+            "--trust",
+            type=str | list[str] | None,
+            default=None,
+            help="files (checkpoints, policies) to read with the full unpickler, which can run code "
+            "from them: only files you trust (lit_rl/safe_load.py)",
+        )
         parser.link_arguments("seed_everything", "model.init_args.seed")
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads a ``--ckpt_path`` file's hyper-parameters here, before anything else
+        reads it: the trusted files are registered first, and a file that could run code or is
+        damaged is refused in one line instead of torch's multi-line error (a trusted file is not
+        read here, as Lightning reads with ``weights_only=True``)."""
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        given = config.get("trust") or []
+        trust([given] if isinstance(given, str) else given)
+        path = config.get("ckpt_path")
+        if not path or not Path(path).is_file():
+            return
+        check_loadable(path)
+        if trusted(path):
+            return
+        try:
+            super()._parse_ckpt_path()
+        except (RuntimeError, EOFError, OSError, AttributeError) as error:
+            raise ValueError(f"checkpoint {path} is not readable ({first_line(error)})") from None
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -168,6 +200,7 @@ def place_run(config: Namespace) -> None:
         teacher=model.get("teacher") is not None,
     )
     run_dir = Path(config.run_dir or f"runs/{config.run_name}")
+    check_writable(run_dir)
     resuming = config.get("ckpt_path") is not None
     # any output of an earlier fit (summary, metrics, checkpoints) marks the folder as taken; an
     # evaluation's eval/ folder does not
@@ -184,6 +217,25 @@ def place_run(config: Namespace) -> None:
             callback.init_args.dirpath = str(run_dir / "checkpoints")
         if callback.class_path.endswith("RunSummary"):
             callback.init_args.preset = config.preset
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before anything is written when ``folder`` cannot be created or written: it is created
+    and a probe file written and removed in it, then the folders this made are removed again (the
+    run makes them when it writes; a run refused later leaves nothing behind)."""
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"--run_dir {folder} cannot be written ({error.strerror or error}): choose a writable --run_dir"
+        ) from None
+    finally:
+        for made in missing:  # deepest first
+            if made.is_dir():
+                made.rmdir()
 
 
 def resume_from_readable_checkpoint(config: Namespace) -> None:
@@ -271,6 +323,32 @@ def _read_yaml(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def check_config_files(args: list[str]) -> None:
+    """Every ``--config`` file exists and is valid YAML, else one line (file, line and column of a
+    syntax error) and exit 2. The parser reports neither the file nor the place, as it parses
+    each file's text."""
+    paths = [b for a, b in zip(args, args[1:], strict=False) if a == "--config"]
+    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for path in paths:
+        if not Path(path).is_file():
+            print(f"lit-rl: error: config file {path} does not exist (--config {path})", file=sys.stderr)
+            raise SystemExit(2)
+        try:
+            yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as error:
+            print(f"lit-rl: error: {yaml_error_line(path, error)}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+
+def yaml_error_line(path: str, error: yaml.YAMLError) -> str:
+    """``file:line:column: problem (context)``, 1-based as editors count."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+    problem = getattr(error, "problem", None) or first_line(error)
+    context = getattr(error, "context", None)
+    return f"{where}: YAML syntax error: {problem}" + (f" ({context})" if context else "")
+
+
 def main(args: list[str] | None = None) -> None:
     """Console entry point; turns user mistakes into one line on stderr and exit code 2."""
     # Lightning warns that manual optimisation checkpoints hold post-step weights; that is what a
@@ -280,13 +358,18 @@ def main(args: list[str] | None = None) -> None:
         # LightningCLI warns when it gets both; a command line is re-read by DDP's child
         # processes, so it is dropped only when the arguments come from Python
         sys.argv = sys.argv[:1]
+    check_config_files(sys.argv[1:] if args is None else args)
     moved = moved_setting(list(args) if args is not None else sys.argv[1:])
     if moved:
         print(f"lit-rl: error: {moved}", file=sys.stderr)
         raise SystemExit(2)
     try:
         cli = LitRLCLI(args=args)
-    except USER_ERRORS as error:
+    except BaseException as error:
+        if reported():  # a DDP rank failed and said so in one line (lit_rl.training.rank_faults)
+            raise SystemExit(1) from None
+        if not isinstance(error, USER_ERRORS):
+            raise
         # subclass mode wraps a model constructor's error in a union-validation error
         while isinstance(error.__cause__, USER_ERRORS):
             error = error.__cause__

@@ -146,3 +146,15 @@ def test_a_disk_that_fills_during_a_save_stops_the_run_and_keeps_the_checkpoint(
     folder = run / "checkpoints"
     assert [p.name for p in folder.iterdir()] == ["last.ckpt"]
     assert frames_of(folder / "last.ckpt") == 6400 * 20
+
+
+def test_resuming_a_finished_run_keeps_its_metrics(pretrained_apple, tmp_path):
+    """RESUME=1 on a run that had already finished skips Lightning's fit loop (no train-start hook);
+    its metrics.csv must come back from the checkpoint all the same."""
+    run = tmp_path / "run"
+    args = ("--model.pretrained", str(pretrained_apple), "--model.budget.frames", str(6400 * 3),
+            "--model.evaluation.episodes", "16", "--run_dir", str(run))  # fmt: skip
+    conftest_fit(*args)
+    before = (run / "metrics.csv").read_text()
+    conftest_fit(*args, "--ckpt_path", "last")
+    assert (run / "metrics.csv").exists() and (run / "metrics.csv").read_text() == before

@@ -191,7 +191,8 @@ class NLDSequences(torch.utils.data.IterableDataset):
     carried from one batch to the next and reset where `episode_start` is set.
 
     Games are split across `rank`/`world_size` (DDP) and across DataLoader workers (see
-    `dataloader`). Games with a corrupt or truncated recording are skipped with a warning.
+    `dataloader`). Games with a truncated or deleted recording are skipped, counted in `skipped`
+    and warned about once; a stream none of whose games is left on disk stops with one line.
     """
 
     def __init__(
@@ -221,10 +222,50 @@ class NLDSequences(torch.utils.data.IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.seed = seed
         self._epoch = 0
+        #: games skipped because their recordings are truncated or deleted: game id → why (each
+        #: is warned about once, when first found)
+        self.skipped: dict[int, str] = {}
 
     def _intact_games(self, gameids: list[int]) -> list[int]:
-        """The given games whose every recording file is complete; the others warn and drop."""
-        wanted = set(gameids)
+        """The given games whose every recording file is there and complete. The others are
+        skipped and counted (``skipped``: game id → why), with one warning per stream for all of
+        them; when none is left, the index no longer matches the folder and that is an error.
+
+        Raises:
+            FileNotFoundError: every game's recordings are gone (deleted or moved since indexing).
+        """
+        paths = self._recording_paths(set(gameids))
+        intact, fresh = [], {}
+        for gameid in gameids:
+            files = paths.get(gameid, [])
+            missing = [p for p in files if not os.path.exists(p)]
+            broken = [p for p in files if p not in missing and not ttyrec_is_intact(p)]
+            if not files or missing:
+                fresh[gameid] = f"deleted: {(missing or ['(no recording listed)'])[0]}"
+            elif broken:
+                fresh[gameid] = f"truncated: {broken[0]}"
+            else:
+                intact.append(gameid)
+        if gameids and not intact and all(why.startswith("deleted") for why in fresh.values()):
+            raise FileNotFoundError(
+                f"the {len(gameids)} games of dataset {self.dataset_name!r} in {self.dbfilename} have no "
+                f"recordings on disk any more (deleted or moved; first: {next(iter(fresh.values()))[9:]}): "
+                "re-index the folder (python -m lit_rl.datasets.nld <recordings> --index "
+                f"{self.dbfilename} --name {self.dataset_name}) or {MISSING_DATA_FIX}"
+            )
+        new = {g: why for g, why in fresh.items() if g not in self.skipped}
+        self.skipped.update(new)
+        if new:
+            warnings.warn(
+                f"skipping {len(new)} of {len(gameids)} games of dataset {self.dataset_name!r} whose "
+                f"recordings are damaged or gone ({'; '.join(list(new.values())[:3])}); the stream goes on "
+                "with the others",
+                stacklevel=3,
+            )
+        return intact
+
+    def _recording_paths(self, wanted: set[int]) -> dict[int, list[str]]:
+        """Game id → the paths of its recording files, as the index lists them."""
         paths: dict[int, list[str]] = {}
         with nld.db.db(filename=self.dbfilename) as conn:
             root = nld.db.get_root(self.dataset_name, conn=conn)
@@ -236,17 +277,7 @@ class NLDSequences(torch.utils.data.IterableDataset):
             for gameid, path in rows:
                 if gameid in wanted:
                     paths.setdefault(gameid, []).append(os.path.join(root, path))
-        intact = []
-        for gameid in gameids:
-            broken = [p for p in paths.get(gameid, []) if not ttyrec_is_intact(p)]
-            if broken or gameid not in paths:
-                warnings.warn(
-                    f"skipping game {gameid}: corrupt or truncated recording {broken or '(none)'}",
-                    stacklevel=2,
-                )
-            else:
-                intact.append(gameid)
-        return intact
+        return paths
 
     def _shard(self) -> list[int]:
         gameids = sorted(self.gameids)

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from ale_py import roms
 
+from lit_rl.safe_load import UntrustedFile, safe_load
+
 GAME = "montezuma_revenge"
 POOL_VERSION = 1
 
@@ -145,8 +147,8 @@ class StartStatePool:
         path = Path(path)
         fix = f"rebuild it with `python -m lit_rl.envs.montezuma_states build --out {path}`"
         try:
-            data = torch.load(path, weights_only=True)
-        except FileNotFoundError:
+            data = safe_load(path)
+        except (FileNotFoundError, UntrustedFile):
             raise
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
             raise ValueError(

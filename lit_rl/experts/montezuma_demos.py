@@ -42,6 +42,7 @@ from lit_rl.envs.montezuma_states import (
     make_ale,
 )
 from lit_rl.experts.montezuma_explorer import cell_weights
+from lit_rl.safe_load import safe_load
 
 FRAME_SKIP = 4
 
@@ -227,7 +228,7 @@ def save_demonstrations(demos: Sequence[Demonstration], out: str | Path, meta: d
 
 
 def load_demonstrations(path: str | Path) -> list[Demonstration]:
-    data = torch.load(Path(path) / DEMOS, weights_only=True)
+    data = safe_load(Path(path) / DEMOS)
     return [
         Demonstration(s.numpy().tobytes(), int(e), int(r), a.numpy().tobytes())
         for s, e, r, a in zip(data["starts"], data["entrances"], data["rooms"], data["actions"], strict=True)

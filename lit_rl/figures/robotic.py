@@ -21,6 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from lit_rl.safe_load import safe_load
+
 LOGLIK_FLOOR = -50.0
 PANELS = (
     ("push_wall", "success_rate", "push-wall entered directly"),
@@ -68,7 +70,7 @@ def loglik_figure(runs: list[dict], out: Path) -> Path | None:
     series = []
     for summary in runs:
         files = sorted((summary["run"] / "loglik").glob("*.pt"))
-        points = [torch.load(f, weights_only=True) for f in files]
+        points = [safe_load(f) for f in files]
         if points:
             series.append(
                 (summary, [p["env_steps"] for p in points], torch.stack([p["loglik"] for p in points]))
@@ -107,7 +109,7 @@ def table(runs: list[dict]) -> str:
         pw = [e["push_wall"]["success_rate"] for e in h]
         peg = [e["far"]["peg_unplug_side_success"] for e in h]
         files = sorted((s["run"] / "loglik").glob("*.pt"))
-        ll = [torch.load(f, weights_only=True)["loglik"].mean().item() for f in (files[:1] + files[-1:])]
+        ll = [safe_load(f)["loglik"].mean().item() for f in (files[:1] + files[-1:])]
         last = h[-1]["close"]
         rows.append(
             f"| {s['method']} | {s['seed']} | {s['env_steps']:,} | {s['wall_time_s'] / 60:.0f} min | "

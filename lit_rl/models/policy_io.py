@@ -3,7 +3,8 @@
 An exported policy is the actor and critic weights plus the scenario's ``describe()`` dict; loading
 a file written for another model fails with one line that names the mismatch and the fix. A policy
 trained elsewhere (a Stable-Baselines3 ``.zip``, or a plain state dict of the actor's network) is
-converted by ``lit_rl.models.foreign``; no file is ever unpickled.
+converted by ``lit_rl.models.foreign``. A policy file is read by :func:`lit_rl.safe_load.safe_load`:
+a file handed in cannot run code.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from lit_rl.models.foreign import is_state_dict, load_actor_state_dict, load_sb3
+from lit_rl.safe_load import UntrustedFile, first_line, safe_load
 
 FORMAT = "lit_rl.policy/1"
 
@@ -49,9 +51,13 @@ def load_policy(path: str | os.PathLike, policy: nn.Module, description: dict) -
         load_sb3(path, policy, description)
         return
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = safe_load(path)
+    except UntrustedFile:
+        raise
     except Exception as error:
-        raise ValueError(f"{path} is not a readable policy file ({error}); re-run `make pretrain`") from None
+        raise ValueError(
+            f"{path} is not a readable policy file ({first_line(error)}); re-run `make pretrain`"
+        ) from None
     if is_state_dict(payload):
         load_actor_state_dict(path, payload, policy)
         return

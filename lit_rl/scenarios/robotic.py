@@ -44,6 +44,7 @@ from lit_rl.envs.robotic_sequence import (
     RoboticSequenceEnv,
 )
 from lit_rl.models.sac_mlp import GaussianActorNet, QNet, make_gaussian_actor, make_qvalue
+from lit_rl.safe_load import safe_load
 from lit_rl.scenarios.base import Policy, Scenario
 
 #: training-only start: π*'s multi-task setting (each FAR stage in its own episodes)
@@ -218,5 +219,5 @@ def load_transitions(path: str | Path) -> TensorDictBase:
             f"π*'s replay transitions {path} not found: they are written beside the policy by its "
             "pre-training run (`make pretrain ENV=robotic`)"
         )
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = safe_load(path)
     return TensorDict(payload["transitions"], batch_size=[payload["size"]])

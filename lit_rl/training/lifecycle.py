@@ -45,6 +45,7 @@ from lit_rl.training.pretraining_data import (
     RolloutSequences,
     TeacherRolloutStates,
 )
+from lit_rl.training.rank_faults import nonfinite_ranks
 from lit_rl.training.run_identity import methods_label
 from lit_rl.training.settings import Budget, Collection, Evaluation, Export, record_settings, settings
 
@@ -346,8 +347,9 @@ class FineTuning(LightningModule):
         """One optimiser step on the sum of ``losses`` (skipped when it is not finite; training
         stops after ``budget.max_nonfinite_updates`` in a row). Returns whether it stepped."""
         total = torch.stack(list(losses.values())).sum()
-        if not torch.isfinite(total):
-            self._skip_nonfinite(total)
+        nonfinite = nonfinite_ranks(total, self._trainer)  # the same on every DDP rank
+        if nonfinite:
+            self._skip_nonfinite(total, nonfinite)
             return False
         self._consecutive_nonfinite = 0
         optimizer = self.optimizers()
@@ -362,12 +364,14 @@ class FineTuning(LightningModule):
             terms.setdefault(key, []).append(torch.as_tensor(value).detach())
         return True
 
-    def _skip_nonfinite(self, total: torch.Tensor) -> None:
+    def _skip_nonfinite(self, total: torch.Tensor, ranks: list[int]) -> None:
         self.nonfinite_updates += 1
         self._consecutive_nonfinite += 1
         if self._consecutive_nonfinite >= self.budget.max_nonfinite_updates:
+            distributed = self._trainer is not None and self._trainer.world_size > 1
+            where = f"on rank {', '.join(map(str, ranks))}" if distributed else f"({total.item()})"
             raise FloatingPointError(
-                f"{self._consecutive_nonfinite} consecutive non-finite losses ({total.item()}): "
+                f"{self._consecutive_nonfinite} consecutive non-finite losses {where}: "
                 "lower the learning rate or check the reward scale; resume from the last checkpoint"
             )
 

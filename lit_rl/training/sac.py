@@ -57,6 +57,7 @@ from torchrl.objectives import SACLoss, SoftUpdate
 
 from lit_rl.models.policy_io import atomic_torch_save
 from lit_rl.retention import RetentionMethod
+from lit_rl.safe_load import safe_load
 from lit_rl.scenarios.base import Scenario
 from lit_rl.training.lifecycle import FineTuning
 from lit_rl.training.settings import Budget, Collection, Evaluation, Export, settings
@@ -417,7 +418,7 @@ class SACFineTuning(FineTuning):
             path = getattr(self.scenario, "pretraining_buffer", None)
             if path is None or not Path(path).is_file():
                 return None
-            from_file = torch.load(path, map_location="cpu", weights_only=True)
+            from_file = safe_load(path)
             data = TensorDict(from_file["transitions"], batch_size=[from_file["size"]])
             data = data[data["stage"] == PUSH_WALL_STAGE]
             self._loglik_states = data[-self.loglik.transitions :].to(self.device)
