@@ -22,6 +22,7 @@ import queue
 import traceback
 
 import torch
+from tensordict import TensorDictBase
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
@@ -34,20 +35,45 @@ class SubspaceEvaluator:
         seed: seeds the environments and, through a forked torch RNG, the sampled actions: the
             same weights give the same numbers whenever and wherever they are evaluated.
         deterministic: act greedily instead of sampling from the policy.
+        no_progress_steps, progress_key: end an episode once the ``next`` entry ``progress_key``
+            has not changed for this many consecutive steps (``None``: off). The paper's NetHack
+            evaluation ends an episode on death, 150 steps without progress or 100k steps; progress
+            there is the in-game turn counter (``episode_turns``), as NLE's NetHackChallenge counts
+            it (``nle/env/tasks.py`` ``_check_abort``, nle 1.3.0) with the timeout of 150 that the
+            authors' code sets (finetuning-RL-as-CL ``sf_examples/nethack/nethack_env.py:98-99``).
     """
 
-    def __init__(self, episodes: int = 256, seed: int = 10_000, deterministic: bool = False):
+    def __init__(
+        self,
+        episodes: int = 256,
+        seed: int = 10_000,
+        deterministic: bool = False,
+        no_progress_steps: int | None = None,
+        progress_key: str = "episode_turns",
+    ):
         if episodes < 1:
             raise ValueError(f"eval_episodes must be >= 1, got {episodes}")
         self.episodes, self.seed = episodes, seed
         self.exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
+        self.stall = None if no_progress_steps is None else (progress_key, no_progress_steps)
+
+    @classmethod
+    def from_settings(cls, evaluation) -> SubspaceEvaluator:
+        """The evaluator of a run's ``evaluation`` settings group."""
+        return cls(
+            evaluation.episodes,
+            evaluation.seed,
+            evaluation.deterministic,
+            evaluation.no_progress_steps,
+            evaluation.progress_key,
+        )
 
     def evaluate(self, scenario, actor, subspace: str) -> dict[str, float]:
         env = scenario.make_env(self.episodes, subspace, self.seed)
         cuda = [p.device for p in actor.parameters() if p.is_cuda][:1]
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(self.seed)
-            metrics = evaluate_episodes(env, actor, scenario.max_episode_steps, self.exploration)
+            metrics = evaluate_episodes(env, actor, scenario.max_episode_steps, self.exploration, self.stall)
         env.close()
         return metrics
 
@@ -63,7 +89,11 @@ class SubspaceEvaluator:
 
 @torch.no_grad()
 def evaluate_episodes(
-    env: EnvBase, policy, max_steps: int, exploration: ExplorationType = ExplorationType.RANDOM
+    env: EnvBase,
+    policy,
+    max_steps: int,
+    exploration: ExplorationType = ExplorationType.RANDOM,
+    stall: tuple[str, int] | None = None,
 ) -> dict[str, float]:
     """Run every environment of the batch for exactly one episode; return mean metrics.
 
@@ -75,6 +105,8 @@ def evaluate_episodes(
     is reported as the mean over episodes of the key's value on the step that ended the episode
     (or on the last step for an episode still running at ``max_steps``). Running values rather
     than summed increments, so a maximum (deepest level) is as easy to declare as a count.
+    ``stall = (key, steps)`` ends an episode (counted as ended there) once ``key`` has not changed
+    for ``steps`` consecutive steps (``ended_no_progress``: the share of episodes ended so).
     """
     n = env.batch_size.numel()
     returns = torch.zeros(n)
@@ -88,6 +120,7 @@ def evaluate_episodes(
         raise ValueError(f"the env's episode_metrics {sorted(clash)} would replace standard metrics")
     finals = {name: torch.zeros(n, dtype=torch.float64) for name in extra}
     td = env.reset()
+    progress = NoProgress(td, *stall) if stall is not None else None
     with set_exploration_type(exploration):
         for _ in range(max_steps):
             td = policy(td)
@@ -101,6 +134,8 @@ def evaluate_episodes(
                 value = td["next", key].reshape(-1).cpu().double()
                 finals[name] = torch.where(active, value, finals[name])
             finished |= td["next", "done"].reshape(-1).cpu()
+            if progress is not None:
+                finished |= progress.stalled(td["next"], active & ~finished)
             if finished.all():
                 break
             td = next_root
@@ -112,9 +147,37 @@ def evaluate_episodes(
     }
     if has_success:
         metrics["success_rate"] = success.float().mean().item()
+    if progress is not None:
+        metrics["ended_no_progress"] = progress.ended.float().mean().item()
     for name, values in finals.items():
         metrics[name] = values.mean().item()
     return metrics
+
+
+class NoProgress:
+    """Counts, per environment, the consecutive steps over which ``key`` did not change (NLE's
+    ``_check_abort`` rule, applied by the evaluator so any scenario that reports a progress counter
+    can use it); ``stalled`` is True for a running episode from the step that makes the count
+    reach ``steps``; ``ended`` marks the episodes that ended so."""
+
+    def __init__(self, root: TensorDictBase, key: str, steps: int):
+        if key not in root.keys():
+            raise ValueError(
+                f"evaluation.progress_key = {key!r} is not an entry of this environment's observations: "
+                "set evaluation.no_progress_steps to null or name an entry it has"
+            )
+        self.key, self.steps = key, steps
+        self.last = root[key].reshape(-1).cpu().clone()
+        self.count = torch.zeros_like(self.last, dtype=torch.long)
+        self.ended = torch.zeros_like(self.last, dtype=torch.bool)
+
+    def stalled(self, next_td: TensorDictBase, running: torch.Tensor) -> torch.Tensor:
+        value = next_td[self.key].reshape(-1).cpu()
+        self.count = torch.where(value == self.last, self.count + 1, 0)
+        self.last = value.clone()
+        now = (self.count >= self.steps) & running
+        self.ended |= now
+        return now
 
 
 class EvaluationWorker:

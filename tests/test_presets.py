@@ -60,8 +60,8 @@ def test_paper_presets_overlay_their_cpu_preset(capsys):
         ("ks", {"coef": 0.75, "decay": 0.99998, "coef_min": 0.33}),
         ("ks_text", {"coef": 0.5, "decay": 0.99998, "coef_min": 0.0}),
         ("bc", {"coef": 2.0, "batch_size": 4096, "seq_length": 32}),
-        ("ewc", {"coef": 2e7, "fisher": "batch_mean", "fisher_states": 30_000 * 4096, "fisher_batch": 4096}),
-        ("ewc_text", {"coef": 2e6, "fisher": "batch_mean"}),
+        ("ewc", {"coef": 2e6, "fisher": "batch_mean", "fisher_states": 10_000 * 4096, "fisher_batch": 4096}),
+        ("ewc_code", {"coef": 2e7, "fisher": "batch_mean", "fisher_states": 30_000 * 4096}),
     ],
 )
 def test_nethack_paper_method_values(capsys, method, expected):

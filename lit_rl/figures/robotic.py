@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -62,11 +61,22 @@ def success_figure(runs: list[dict], out: Path) -> Path:
     return path
 
 
+def loglik_pca(vectors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each run's [evaluations, transitions] log-likelihoods as 2-D points: every value floored at
+    ``LOGLIK_FLOOR`` first, then one PCA (2 components) fitted on all runs' vectors together. The
+    floor is what keeps the figure readable: a policy that lost push-wall scores some transitions at
+    −10⁵ and more, and unfloored, those few values are the first components and every other run
+    sits in one point."""
+    floored = [v.clamp(min=LOGLIK_FLOOR) for v in vectors]
+    stacked = torch.cat(floored)
+    mean = stacked.mean(0)
+    _, _, v = torch.linalg.svd(stacked - mean, full_matrices=False)
+    return [(x - mean) @ v[:2].T for x in floored]
+
+
 def loglik_figure(runs: list[dict], out: Path) -> Path | None:
-    """PCA (2 components, fitted on every vector of every run) of the per-transition
-    log-likelihoods of π*'s push-wall transitions, one trajectory per run over training. Values
-    are floored at ``LOGLIK_FLOOR`` first: a policy that lost push-wall scores some transitions at
-    −10⁵ and more, which would leave every other run in one point."""
+    """The PCA of the per-transition log-likelihoods of π*'s push-wall transitions
+    (``loglik_pca``), one trajectory per run over training, π*'s start point starred."""
     series = []
     for summary in runs:
         files = sorted((summary["run"] / "loglik").glob("*.pt"))
@@ -77,20 +87,17 @@ def loglik_figure(runs: list[dict], out: Path) -> Path | None:
             )
     if not series or len({s[2].shape[1] for s in series}) != 1:
         return None
-    stacked = torch.cat([s[2] for s in series])
-    mean = stacked.mean(0)
-    _, _, v = torch.linalg.svd(stacked - mean, full_matrices=False)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     colours: dict[str, str] = {}
-    for summary, frames, vectors in series:
-        xy = (vectors - mean) @ v[:2].T
+    projected = loglik_pca([s[2] for s in series])
+    for (summary, frames, _), xy in zip(series, projected, strict=True):
         colour = colours.setdefault(summary["method"], f"C{len(colours)}")
         ax.plot(xy[:, 0], xy[:, 1], "-o", color=colour, label=f"{summary['method']} s{summary['seed']}", ms=3)
         ax.annotate(f"{frames[-1] // 1000}k", xy[-1].tolist(), fontsize=7, color=colour)
-    ax.plot(*((series[0][2][0] - mean) @ v[:2].T).tolist(), "k*", ms=12, label="π* (frame 0)")
+    ax.plot(*projected[0][0].tolist(), "k*", ms=12, label="π* (frame 0)")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
-    ax.set_title("log π_θ(a|s) on π*'s push-wall transitions")
+    ax.set_title(f"log π_θ(a|s) on π*'s push-wall transitions (floored at {LOGLIK_FLOOR:g})")
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = out / "robotic_loglik_pca.png"
@@ -127,9 +134,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = [load(r) for r in args.runs if (r / "summary.json").is_file()]
-    by_method = defaultdict(list)
-    for r in runs:
-        by_method[r["method"]].append(r)
     print(success_figure(runs, args.out))
     print(loglik_figure(runs, args.out))
     (args.out / "robotic_table.md").write_text(table(runs))

@@ -108,7 +108,7 @@ class FineTuning(LightningModule):
         if pretrained is not None:
             load_policy(pretrained, self.exported, scenario.describe())
         self.teacher = self._teacher_actor(teacher)
-        self.evaluator = SubspaceEvaluator(evaluation.episodes, evaluation.seed, evaluation.deterministic)
+        self.evaluator = SubspaceEvaluator.from_settings(evaluation)
         self.register_buffer("env_frames", torch.tensor(0, dtype=torch.long))
         self.register_buffer("nonfinite_updates", torch.tensor(0, dtype=torch.long))
         self.register_buffer("simulator_restarts", torch.tensor(0, dtype=torch.long))

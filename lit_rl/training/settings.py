@@ -86,6 +86,9 @@ class Evaluation:
         every_frames: evaluation period in environment frames.
         episodes, seed, deterministic: episodes per subspace, their environment seed, and whether
             the actor takes its mode instead of sampling.
+        no_progress_steps, progress_key: end an evaluation episode once the observation entry
+            ``progress_key`` has not changed for this many steps (``null``: off; the NetHack paper
+            preset: 150 steps of an unchanged in-game turn counter, ``SubspaceEvaluator``).
         background: evaluate snapshots of the weights in a process of its own while training goes
             on (same numbers, logged at the snapshot's frames). Off by default: the worker wants a
             core the learner and collectors leave free (docs/throughput.md).
@@ -95,6 +98,8 @@ class Evaluation:
     episodes: PositiveInt = 256
     seed: int = 10_000
     deterministic: bool = False
+    no_progress_steps: PositiveInt | None = None
+    progress_key: str = "episode_turns"
     background: bool = False
 
 
