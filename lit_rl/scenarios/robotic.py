@@ -14,11 +14,13 @@ Training starts (``train_start``): ``close`` for fine-tuning; ``far_tasks`` for 
 (multi-task on the last two stages: each episode is one of them, drawn uniformly, ended by its
 success or time limit), besides the subspaces themselves.
 
-π*'s replay data (``pretraining_buffer``): the SAC pre-training run writes its final replay buffer
-beside the exported policy (``SACFineTuning``: ``<export_policy stem>.buffer.pt``, transitions of
-the last two stages played by π* while it learned them). ``pretraining_states`` samples that file:
-BC's 10k states, EWC's 2,560 Fisher states and EM's 10k kept transitions all come from it, as in
-the paper ("states sampled from π*'s buffer").
+π*'s transitions (``pretraining_buffer``), a file in the replay-file format: BC's 10k states,
+EWC's 2,560 Fisher states, EM's 10k kept transitions and the log-likelihood set all come from it
+(``pretraining_states`` samples it, seeded). Two sources write one: the SAC pre-training run, beside
+the exported policy (``<export_policy stem>.buffer.pt``: its final replay buffer, what π* did while
+it learned — the CPU preset's default), and ``lit_rl.pretraining.robotic_rollouts`` (π*'s fresh
+rollouts on its two stages, ``<stem>.rollouts.pt``: what π* does once trained — the paper preset's,
+App. B.3).
 """
 
 from __future__ import annotations
@@ -123,8 +125,8 @@ class RoboticSequence(Scenario):
         hidden, depth: the actor's and critics' hidden width and number of hidden layers
             (paper: 256 × 4).
         steps_per_stage: T (paper: 200).
-        pretraining_buffer: π*'s replay transitions (written by its pre-training run beside the
-            exported policy); BC, EWC and EM read it.
+        pretraining_buffer: π*'s transitions (its training buffer, or its fresh rollouts in the
+            paper preset); BC, EWC, EM and the log-likelihood set read it.
     """
 
     name = "robotic"
