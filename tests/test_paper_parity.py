@@ -1,7 +1,7 @@
 """The paper's runs as written (issue 25): the NetHack paper preset's evaluation stopping rule,
-critic warm-up before every fine-tuning run, asynchronous APPO (V-trace as a variant), from-scratch students that
-train their encoders, EWC's defaults; and docs/paper_parity.md's table, whose every row must name
-a key that exists in the resolved configs.
+critic warm-up before every fine-tuning run, asynchronous APPO (V-trace as a variant), from-scratch
+students that train their encoders, EWC's defaults; and docs/paper_parity.md's table, whose every
+row must name a key that exists in the resolved configs.
 
 Configs are resolved through the real CLI (``--print_config``), as ``tests/test_presets.py`` does."""
 
@@ -130,7 +130,8 @@ def test_ewc_defaults_to_the_papers_text_and_keeps_the_codes_values_as_a_variant
 
 # --- docs/paper_parity.md ----------------------------------------------------------------------
 ROW = re.compile(
-    r"^\| (?P<what>[^|]+) \| (?P<paper>[^|]+) \| (?:\*\*)?`(?P<key>[^`]+)` = (?P<value>[^|\s*]+)[^|]* \| `(?P<file>[^`]+)` \|$"
+    r"^\| (?P<what>[^|]+) \| (?P<paper>[^|]+) \| "
+    r"(?:\*\*)?`(?P<key>[^`]+)` = (?P<value>[^|\s*]+)[^|]* \| `(?P<file>[^`]+)` \|$"
 )
 
 

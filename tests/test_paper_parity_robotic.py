@@ -45,7 +45,9 @@ def test_fresh_rollouts_are_pi_stars_own_transitions_on_its_stages(tmp_path):
         heads.bias.copy_(torch.tensor([0.5] * 4 + [-3.0] * 4).repeat(4))
     save_policy(tmp_path / "pi.pt", pi_star.exported, scenario.describe())
     out = tmp_path / "pi.rollouts.pt"
-    robotic_rollouts.main(["--policy", str(tmp_path / "pi.pt"), "--frames", "500", "--envs", "2", "--out", str(out)])
+    robotic_rollouts.main(
+        ["--policy", str(tmp_path / "pi.pt"), "--frames", "500", "--envs", "2", "--out", str(out)]
+    )
     data = load_transitions(out)
     assert len(data) == 500
     assert set(data["stage"].unique().tolist()) <= {2, 3}

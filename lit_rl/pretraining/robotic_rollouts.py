@@ -29,7 +29,10 @@ from lit_rl.scenarios.robotic import PRETRAIN_START, RoboticSequence
 from lit_rl.training.sac import TRANSITION_KEYS, SACFineTuning
 from lit_rl.training.settings import Collection
 
-def pi_star_rollouts(scenario: RoboticSequence, actor, frames: int, num_envs: int, seed: int) -> TensorDictBase:
+
+def pi_star_rollouts(
+    scenario: RoboticSequence, actor, frames: int, num_envs: int, seed: int
+) -> TensorDictBase:
     """``frames`` transitions (rounded up to whole batches of ``num_envs`` × 250) of ``actor``
     acting stochastically from π*'s pre-training start, flat, oldest first."""
     env = scenario.make_env(num_envs, PRETRAIN_START, seed)
