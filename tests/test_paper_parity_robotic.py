@@ -71,3 +71,19 @@ def test_the_loglik_pca_floors_values_before_fitting():
     projected = loglik_pca([mild, keeper, wild])
     assert torch.allclose(projected[0], projected[2], atol=1e-4)
     assert LOGLIK_FLOOR == -50.0
+
+
+def test_the_critic_probe_reads_returns_along_each_collector_row():
+    """`robotic_critic.returns`: the rollouts file is [batches, envs, 250] flattened, so each env's
+    stream is its own row; a return runs back from its episode's end and restarts there, and steps
+    after the row's last episode end have no complete return."""
+    from tensordict import TensorDict
+
+    from lit_rl.figures.robotic_critic import returns
+
+    done = torch.zeros(500, 1, dtype=torch.bool)
+    done[99] = True  # env 0 ends an episode at its step 99; env 1 (indices 250…499) never does
+    data = TensorDict({"next": {"reward": torch.ones(500, 1), "done": done}}, batch_size=[500])
+    g, complete = returns(data, envs=2, gamma=0.5)
+    assert complete[:100].all() and not complete[100:].any()
+    assert g[99].item() == 1.0 and abs(g[0].item() - 2.0) < 1e-6  # 1 + 0.5 + 0.25 + … over 100 steps
