@@ -2,6 +2,7 @@
 SAC update per environment step, and the log-likelihood PCA's floor. Real Meta-World and the real
 CLI (configs resolved with ``--print_config``)."""
 
+import pytest
 import torch
 
 from lit_rl.figures.robotic import LOGLIK_FLOOR, loglik_pca
@@ -32,6 +33,7 @@ def test_paper_preset_reads_fresh_rollouts_and_updates_once_per_step(capsys):
     assert cpu["scenario"]["init_args"]["pretraining_buffer"] == "pretrained/robotic.buffer.pt"
 
 
+@pytest.mark.slow  # ≈ 15 s on a quiet core, a minute at load 20: two SAC modules and Meta-World
 def test_fresh_rollouts_are_pi_stars_own_transitions_on_its_stages(tmp_path):
     """The tool plays the exported π* on the FAR stages and writes them in the replay-file format:
     every stage is peg-unplug-side or push-wall, every key the SAC buffer keeps is there, and the
