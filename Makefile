@@ -142,11 +142,15 @@ eval: install ## evaluate a checkpoint on CLOSE and FAR: make eval CKPT=runs/…
 report: install ## aggregate runs/*/summary.json → reports/report.md and PNG plots
 	$(BIN)/python -m lit_rl.figures.report --runs runs --out reports
 
-test: install ## run the test suite (slow runs excluded)
-	$(BIN)/pytest -q
+# pytest-xdist workers (one per core of the project's 2-core machines); tests that bind ports run
+# one after the other in their `xdist_group`, and a module's module-scoped fixture is built once
+# (tests/conftest.py). TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
+test: install ## run the test suite (slow runs excluded) on TEST_WORKERS processes
+	$(BIN)/pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
 
 test-slow: install ## run only the long tests
-	$(BIN)/pytest -q -m slow
+	$(BIN)/pytest -q -m slow $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
 
 lint: install ## ruff lint and format check; import-linter: the layers point one way (pyproject.toml)
 	$(BIN)/ruff check .
