@@ -54,7 +54,7 @@ COMMON_ARGS = --seed_everything $(SEED) $(if $(STEPS),--model.budget.frames $(ST
 SB3_PRETRAIN := $(shell grep -ls '^sb3:' configs/pretrain/$(ENV).yaml)
 PRETRAINED := pretrained/$(ENV).$(if $(SB3_PRETRAIN),zip,pt)
 
-.PHONY: help install finetune pretrain eval report test test-slow lint format bench
+.PHONY: help install finetune pretrain eval report test test-slow lint format bench bench-gpu
 
 help: ## list the targets and variables
 	@echo "lit_rl — fine-tune pre-trained RL policies without forgetting"
@@ -166,6 +166,9 @@ BENCH_OUT ?= reports/bench/results
 bench: install ## throughput benchmarks → reports/bench/results.{json,md} (BENCH_OUT=bench/results: the committed file)
 	@mkdir -p $(dir $(BENCH_OUT))
 	$(BIN)/python -m bench.run --out $(BENCH_OUT)
+
+bench-gpu: install ## GPU machines: paper-size NetHack fine-tuning frames/s, learner/collector shares, GPU memory → JSON
+	$(BIN)/python -m bench.gpu
 
 # --- Montezuma's Revenge (docs/montezuma.md) ---------------------------------------------------
 MONTEZUMA_POOL ?= pools/montezuma_room7.pt

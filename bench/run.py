@@ -30,6 +30,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
+#: a representative part of the suite (processes, DDP, a module fixture, plain unit tests)
+SUITE_SUBSET = [
+    "tests/test_background_evaluation.py", "tests/test_ddp.py", "tests/test_cli.py",
+    "tests/test_nethack_scenario.py", "tests/test_retention.py", "tests/test_resume.py",
+    "tests/test_throughput.py", "tests/test_vtrace.py",
+]  # fmt: skip
 # Per-section settings: full run, --quick, then --smoke.
 # --quick keeps every size (games, envs) so its ratios mean the same; only the timed seconds shrink.
 # --smoke shrinks everything so every section runs in `make test` (tests/test_bench.py): its
@@ -82,8 +88,21 @@ SETTINGS = {
         {"seconds": 4.0, "rounds": 2, "num_envs": 8},
         {"seconds": 0.3, "rounds": 1, "num_envs": 2},
     ),
+    "roofline": (
+        {"frames": 8192, "num_envs": 16, "rollout": 32},
+        {"frames": 4096, "num_envs": 16, "rollout": 32},
+        {"frames": 256, "num_envs": 4, "rollout": 16},
+    ),
+    # opt-in (`--only suite`): the test suite (`make test`'s tests) both ways takes ≈ 2 × its duration
+    "suite": (
+        {"tests": ["tests"], "rounds": 1},
+        {"tests": SUITE_SUBSET, "rounds": 1},
+        {"tests": ["tests/test_vtrace.py", "tests/test_apple_env.py"], "rounds": 1},
+    ),
 }
 TIERS = ("full", "quick", "smoke")
+#: sections a plain `make bench` leaves out (run them with --only)
+OPT_IN = ("suite",)
 TIMEOUT_S = {
     "nethack": 240,
     "montezuma": 300,
@@ -94,6 +113,8 @@ TIMEOUT_S = {
     "training": 1500,
     "evaluation": 1500,
     "montezuma_training": 900,
+    "roofline": 900,
+    "suite": 3600,
 }
 
 
@@ -131,6 +152,14 @@ def section(name: str, settings: dict) -> dict:
         from bench import bc_memory
 
         return bc_memory.run(**settings)
+    if name == "roofline":
+        from bench import roofline
+
+        return roofline.run(**settings)
+    if name == "suite":
+        from bench import suite
+
+        return suite.run(**settings)
     if name == "robotic":
         from bench import robotic_env
 
@@ -299,6 +328,14 @@ def rows(results: dict) -> list[dict]:
                             cost["large"] / 1024, "MiB", cost["small"] / 1024,
                             f"same, {small['games']} games", "≈ 1× (≤ 1.1×)", ratio,
                             ratio <= 1.1))  # fmt: skip
+    rl = results.get("roofline", {}).get("result")
+    if rl:
+        out += roofline_rows(rl)
+    su = results.get("suite", {}).get("result")
+    if su:
+        out.append(_row(f"test suite wall time, `make test`'s {len(su['tests'])} path(s) on 2 xdist workers",
+                        su["seconds"]["xdist"], "s", su["seconds"]["one_process"], "one process, same run",
+                        "≥ 1.3× faster", su["speedup"], su["speedup"] >= 1.3))  # fmt: skip
     rs = results.get("robotic", {}).get("result")
     if rs:
         rates, raw = rs["rates"], next(iter(rs["rates"]))
@@ -349,6 +386,22 @@ def training_rows(tr: dict) -> list[dict]:
                 out.append(_row(f"NetHack training none, {collection}, against collection alone",
                                 new, "frames/s", ceiling, "Collector + policy, no learning"))  # fmt: skip
     return out
+
+
+def roofline_rows(rl: dict) -> list[dict]:
+    """FLOPs per frame, the machine's speed for those shapes, and the share the trainer uses."""
+    flops = rl["flops_per_frame"]
+    machine = rl["machine_flops_per_s"]
+    return [
+        _row(f"tiny ScaledNet FLOPs per training frame (collection {flops['collection'] / 1e6:.2f} M, "
+             f"learner {flops['learner'] / 1e6:.2f} M)", flops["total"], "FLOP"),
+        _row("matrix products + convolutions of those shapes, this machine, 1 thread: collection",
+             machine["collection"] / 1e9, "GFLOP/s"),
+        _row("… learner (forward, backward)", machine["learner"] / 1e9, "GFLOP/s"),
+        _row(f"NetHack trainer, sync, 1 thread ({rl['num_envs']} envs) against its FLOPs at that speed",
+             rl["trainer_frames_per_s"], "frames/s", rl["limit_frames_per_s"],
+             "the FLOP limit of one core, same run", None, rl["share_of_one_core"]),
+    ]  # fmt: skip
 
 
 def evaluation_rows(ev: dict) -> list[dict]:
@@ -484,7 +537,7 @@ def main(argv: list[str] | None = None) -> None:
         Path(out).write_text(json.dumps(result, default=str))
         return
 
-    names = [n for n in args.only.split(",") if n] or list(SETTINGS)
+    names = [n for n in args.only.split(",") if n] or [n for n in SETTINGS if n not in OPT_IN]
     unknown = sorted(set(names) - set(SETTINGS))
     if unknown:
         parser.error(f"unknown sections {unknown}: choose from {list(SETTINGS)}")
