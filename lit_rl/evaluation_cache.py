@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class PiStarEvaluations:
     def __init__(self, pistar: str | os.PathLike, scenario, evaluator: SubspaceEvaluator, actor: nn.Module):
         self.path = cache_path(pistar)
         device = next((p.device.type for p in actor.parameters()), "cpu")
-        self.key = {
+        key = {
             "pistar_sha256": file_digest(Path(pistar)),
             "weights_sha256": weights_digest(actor),
             "evaluator": {
@@ -68,6 +69,7 @@ class PiStarEvaluations:
             "threads": torch.get_num_threads(),
             "device": device,
         }
+        self.key = json.loads(json.dumps(key))  # as stored: tuples become lists
         self.digest = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()
 
     def get(self) -> dict | None:
@@ -82,22 +84,33 @@ class PiStarEvaluations:
 
     def evaluate(self, compute: Callable[[], dict]) -> tuple[dict, bool]:
         """The cached metrics, else ``compute()``'s, stored; under the file's lock, so concurrent
-        runs compute once. Returns ``(metrics, reused)``."""
-        with self.locked():
+        runs compute once. Returns ``(metrics, reused)``. Where π*'s folder is not writable the
+        evaluation is made and not stored (a warning says so)."""
+        with self.locked() as held:
             cached = self.get()
             if cached is not None:
                 return cached, True
             metrics = compute()
-            self.put(metrics)
+            if held:
+                try:
+                    self.put(metrics)
+                except OSError as error:
+                    warnings.warn(f"π*'s evaluation not cached at {self.path}: {error}", stacklevel=2)
             return metrics, False
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+    def locked(self) -> Iterator[bool]:
+        """Holds the cache's exclusive lock; yields whether it could (False: π*'s folder is read-only)."""
+        try:
+            lock = open(self.path.with_name(self.path.name + ".lock"), "a")  # noqa: SIM115 (closed below)
+        except OSError as error:
+            warnings.warn(f"π*'s evaluation not cached beside {self.path.parent}: {error}", stacklevel=3)
+            yield False
+            return
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                yield
+                yield True
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
