@@ -37,10 +37,40 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
+aten = torch.ops.aten
+
+
+def lstm_layer_flops(input: torch.Tensor, hidden_size: int, batch_first: bool) -> int:
+    """One fused LSTM layer's forward: per frame 4 gates of ``hidden × (input + hidden)``
+    multiply-adds (2 FLOPs each). Hand-written: torch's FLOP counter has no formula for the oneDNN
+    LSTM (``aten.mkldnn_rnn_layer``) that ``nn.LSTM`` runs on the CPU and counts it as 0."""
+    steps, rows = (input.shape[1], input.shape[0]) if batch_first else (input.shape[0], input.shape[1])
+    return 2 * 4 * hidden_size * (input.shape[-1] + hidden_size) * steps * rows
+
+
+def _lstm_forward(input, w0, w1, w2, w3, hx, cx, reverse, batch_sizes, mode, hidden_size, num_layers,
+                  has_biases, bidirectional, batch_first, train, *, out_val=None) -> int:  # fmt: skip
+    return lstm_layer_flops(input, hidden_size, batch_first)
+
+
+def _lstm_backward(input, w1, w2, w3, w4, hx, cx, output, hy, cy, grad_output, grad_hy, grad_cy, reverse,
+                   mode, hidden_size, num_layers, has_biases, train, bidirectional, batch_sizes,
+                   batch_first, workspace, *, out_val=None) -> int:  # fmt: skip
+    """Gradients of the inputs and of the weights: each a forward's worth (the usual 2×)."""
+    return 2 * lstm_layer_flops(input, hidden_size, batch_first)
+
+
+#: FLOP formulas: torch's, and the fused CPU LSTM's (forward and backward)
+FORMULAS = {
+    **flop_registry,
+    aten.mkldnn_rnn_layer: _lstm_forward,
+    aten.mkldnn_rnn_layer_backward: _lstm_backward,
+}
+
 
 class OpRecorder(TorchDispatchMode):
-    """Counts the FLOPs (``FlopCounterMode``'s formulas) and notes ``(op, argument shapes)`` of
-    every op torch's FLOP counter has a formula for."""
+    """Counts the FLOPs (``FORMULAS``) and notes ``(op, argument shapes)`` of every op that has a
+    formula, to be replayed alone (``replay``); an LSTM backward is replayed with its forward."""
 
     def __init__(self):
         super().__init__()
@@ -50,9 +80,10 @@ class OpRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
+        formula = FORMULAS.get(func._overloadpacket)
         if formula is not None:
-            self.calls[(func, _describe(args), _describe(kwargs))] += 1
+            if func._overloadpacket is not aten.mkldnn_rnn_layer_backward:
+                self.calls[(func, _describe(args), _describe(kwargs))] += 1
             self.flops += formula(*args, **kwargs, out_val=out)
         return out
 
@@ -80,19 +111,26 @@ def _rebuild(description, generator: torch.Generator):
 def replay(calls: Counter, blocks: int = 5, block_s: float = 0.02) -> dict:
     """Each recorded shape alone on random tensors, one thread: its FLOPs and its time per call,
     the best of ``blocks`` timed blocks (the machine's speed for that shape, less the moments a
-    loaded machine took the core away)."""
+    loaded machine took the core away). A fused LSTM layer is replayed as an ``nn.LSTM`` of its
+    shapes, forward and (when it was trained) backward."""
     generator = torch.Generator().manual_seed(0)
     rows = []
     for (func, args, kwargs), count in calls.items():
-        built_args = list(_rebuild(args, generator))
-        built_kwargs = dict(_rebuild(kwargs, generator))
+        call = _lstm_call(args, generator) if func._overloadpacket is aten.mkldnn_rnn_layer else None
+        if call is None:
+            built_args = list(_rebuild(args, generator))
+            built_kwargs = dict(_rebuild(kwargs, generator))
+
+            def call(built_args=built_args, built_kwargs=built_kwargs, func=func):
+                func(*built_args, **built_kwargs)
+
         with OpRecorder() as recorder:  # also the warm-up (oneDNN builds its kernel on first use)
-            func(*built_args, **built_kwargs)
+            call()
         best = float("inf")
         for _ in range(blocks):
             repeats, start = 0, time.perf_counter()
             while repeats < 2 or time.perf_counter() - start < block_s:
-                func(*built_args, **built_kwargs)
+                call()
                 repeats += 1
             best = min(best, (time.perf_counter() - start) / repeats)
         rows.append({"op": str(func.__name__), "shapes": str(args), "calls": count, "flops": recorder.flops,
@@ -102,6 +140,24 @@ def replay(calls: Counter, blocks: int = 5, block_s: float = 0.02) -> dict:
         "seconds": sum(r["seconds"] * r["calls"] for r in rows),
         "ops": sorted(rows, key=lambda r: -r["seconds"] * r["calls"]),
     }
+
+
+def _lstm_call(args: tuple, generator: torch.Generator):
+    """An ``nn.LSTM`` with a recorded ``mkldnn_rnn_layer``'s shapes: forward, and backward when the
+    recorded call trained (its ``train`` flag)."""
+    (_, shape, _), hidden, batch_first, train = args[0], args[10], args[14], args[15]
+    lstm = torch.nn.LSTM(shape[-1], hidden, batch_first=batch_first)
+    x = torch.randn(shape, generator=generator, requires_grad=train)
+
+    def call():
+        if not train:
+            with torch.no_grad():
+                lstm(x)
+            return
+        output, _ = lstm(x)
+        output.sum().backward()
+
+    return call
 
 
 def build(num_envs: int, rollout: int, frames: int, workdir: Path):
