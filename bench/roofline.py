@@ -3,9 +3,10 @@
 Per training frame it counts the floating-point operations of the real modules with the formulas
 of torch's ``FlopCounterMode`` (``torch.utils.flop_counter.flop_registry``: matrix products and
 convolutions, forward and backward; element-wise work is not counted, as in every FLOP count of
-this kind), applied by a dispatch mode of its own (``OpRecorder``): ``FlopCounterMode`` itself
+this kind), plus one of its own for the fused CPU LSTM (``aten.mkldnn_rnn_layer``, which torch
+counts as 0), applied by a dispatch mode of its own (``OpRecorder``): ``FlopCounterMode`` itself
 fails inside the PPO loss (its module tracker compares TorchRL's TensorDict parameters with
-``==``); on the collection pass both counts are computed and must agree:
+``==``); on the collection pass (no fused LSTM) both counts are computed and must agree:
 
 - ``collection``: the collection policy's forward on a flat batch of the run's environments (what
   the collector runs per frame, under ``no_grad``);
