@@ -137,8 +137,8 @@ def weights_digest(module: nn.Module) -> str:
     """SHA-256 over the names, dtypes, shapes and bytes of a module's parameters and buffers."""
     digest = hashlib.sha256()
     for name, value in sorted(module.state_dict().items()):
-        tensor = value.detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        tensor = value.detach().to("cpu").contiguous().reshape(-1)  # 0-d tensors cannot be viewed as bytes
+        digest.update(f"{name}:{tensor.dtype}:{tuple(value.shape)}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
