@@ -81,7 +81,7 @@ SETTINGS = {
     "montezuma_training": (
         {"frames": 3072, "num_envs": 8, "raw_seconds": 8.0},
         {"frames": 2048, "num_envs": 8, "raw_seconds": 3.0},
-        {"frames": 256, "num_envs": 2, "raw_seconds": 0.2},
+        {"frames": 768, "num_envs": 2, "raw_seconds": 0.2},  # 3 batches of 2 × 128
     ),
     "robotic": (
         {"seconds": 12.0, "rounds": 4, "num_envs": 8},
