@@ -54,7 +54,7 @@ COMMON_ARGS = --seed_everything $(SEED) $(if $(STEPS),--model.budget.frames $(ST
 SB3_PRETRAIN := $(shell grep -ls '^sb3:' configs/pretrain/$(ENV).yaml)
 PRETRAINED := pretrained/$(ENV).$(if $(SB3_PRETRAIN),zip,pt)
 
-.PHONY: help install finetune pretrain eval report test test-slow lint format bench
+.PHONY: help install finetune pretrain eval report test test-slow lint format bench bench-gpu
 
 help: ## list the targets and variables
 	@echo "lit_rl — fine-tune pre-trained RL policies without forgetting"
@@ -149,11 +149,15 @@ eval: install ## evaluate a checkpoint on CLOSE and FAR: make eval CKPT=runs/…
 report: install ## aggregate runs/*/summary.json → reports/report.md and PNG plots
 	$(BIN)/python -m lit_rl.figures.report --runs runs --out reports
 
-test: install ## run the test suite (slow runs excluded)
-	$(BIN)/pytest -q
+# pytest-xdist workers (one per core of the project's 2-core machines); tests that bind ports run
+# one after the other in their `xdist_group`, and a module's module-scoped fixture is built once
+# (tests/conftest.py). TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
+test: install ## run the test suite (slow runs excluded) on TEST_WORKERS processes
+	$(BIN)/pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
 
 test-slow: install ## run only the long tests
-	$(BIN)/pytest -q -m slow
+	$(BIN)/pytest -q -m slow $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
 
 lint: install ## ruff lint and format check; import-linter: the layers point one way (pyproject.toml)
 	$(BIN)/ruff check .
@@ -169,6 +173,9 @@ BENCH_OUT ?= reports/bench/results
 bench: install ## throughput benchmarks → reports/bench/results.{json,md} (BENCH_OUT=bench/results: the committed file)
 	@mkdir -p $(dir $(BENCH_OUT))
 	$(BIN)/python -m bench.run --out $(BENCH_OUT)
+
+bench-gpu: install ## GPU machines: paper-size NetHack fine-tuning frames/s, learner/collector shares, GPU memory → JSON
+	$(BIN)/python -m bench.gpu
 
 # --- Montezuma's Revenge (docs/montezuma.md) ---------------------------------------------------
 MONTEZUMA_POOL ?= pools/montezuma_room7.pt

@@ -25,19 +25,22 @@ DATASET = "bench-expert"
 MAX_STEPS = 2000
 
 
-def prepare(games: int, seed: int = 0, cache: Path = CACHE) -> tuple[Path, list[int]]:
-    """Record (once) and index ``games`` expert games; returns the index and its game ids."""
+def prepare(
+    games: int, seed: int = 0, cache: Path = CACHE, max_steps: int = MAX_STEPS
+) -> tuple[Path, list[int]]:
+    """Record (once) and index ``games`` expert games of at most ``max_steps`` steps; returns the
+    index and its game ids."""
     from lit_rl.datasets import nld
     from lit_rl.recording.nethack_games import record_games
 
-    folder = cache / f"games{games}-steps{MAX_STEPS}-seed{seed}"
+    folder = cache / f"games{games}-steps{max_steps}-seed{seed}"
     db = folder / "index.db"
     if not (folder / "done").exists():
         if folder.exists():  # an interrupted earlier attempt
             import shutil
 
             shutil.rmtree(folder)
-        record_games(folder / "recordings", games, seed, max_steps=MAX_STEPS)
+        record_games(folder / "recordings", games, seed, max_steps=max_steps)
         nld.build_index(folder / "recordings", db, DATASET)
         (folder / "done").touch()
     return db, nld.select_gameids(db, DATASET)
@@ -117,10 +120,10 @@ def _disk_bytes(db: Path, gameids: list[int]) -> int:
 
 
 def run(small: int = 2, factor: int = 10, batches: int = 200, batch_size: int = 4,
-        seq_length: int = 32) -> dict:  # fmt: skip
+        seq_length: int = 32, game_steps: int = MAX_STEPS) -> dict:  # fmt: skip
     """Peak RSS streaming the first ``small`` games vs ``small × factor`` games of one index."""
     start = time.perf_counter()
-    db, gameids = prepare(small * factor)
+    db, gameids = prepare(small * factor, max_steps=game_steps)
     prepare_s = time.perf_counter() - start
     sizes = {"small": gameids[:small], "large": gameids[: small * factor]}
     result = {"batches": batches, "batch_size": batch_size, "seq_length": seq_length,

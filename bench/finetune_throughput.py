@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import csv
 import json
+import shutil
 import tempfile
 import time
 from collections import defaultdict
@@ -310,7 +311,12 @@ if __name__ == "__main__":
     main()
 
 
-def evaluation_overlap(apple_budget: int = 200_000, nethack_budget: int = 4096, workdir=None) -> dict:
+def evaluation_overlap(
+    apple_budget: int = 200_000,
+    nethack_budget: int = 4096,
+    apple_pretrain_budget: int = 100_000,
+    workdir=None,
+) -> dict:
     """Issue 14.3: the same ``lit-rl fit`` with its evaluations in the training process and in the
     background (``model.evaluation.background``), side by side, each in its own process: Apple EWC from
     a briefly pre-trained π* (its preset's evaluation: 256 episodes every 50k frames) and NetHack
@@ -330,7 +336,7 @@ def evaluation_overlap(apple_budget: int = 200_000, nethack_budget: int = 4096, 
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-evaluation-"))
         workdir = Path(workdir)
         log = workdir / "cli.log"
-        apple_policy = pretrain_apple(workdir, 100_000, log)
+        apple_policy = pretrain_apple(workdir, apple_pretrain_budget, log)
         torch.manual_seed(0)
         nethack = NetHack(size="tiny", max_episode_steps=500)
         nethack_policy = workdir / "nethack-pi.pt"
@@ -339,23 +345,25 @@ def evaluation_overlap(apple_budget: int = 200_000, nethack_budget: int = 4096, 
         # fmt: off
         cases = {
             "apple": [*base, "--config", "configs/env/apple.yaml", "--config", "configs/method/ewc.yaml",
-                      *TRAINER, "--model.pretrained", str(apple_policy),
+                      *TRAINER,
                       "--model.budget.frames", str(apple_budget)],
             "nethack": [*base, "--config", "configs/env/nethack.yaml", *TRAINER,
-                        "--model.pretrained", str(nethack_policy),
                         "--model.budget.frames", str(nethack_budget),
                         "--model.scenario.init_args.far_dlvl", "4",
                         "--model.scenario.init_args.start_states", "tests/data/start_states_dlvl4.json"],
         }
         # fmt: on
+        policies = {"apple": apple_policy, "nethack": nethack_policy}
         runs: dict = {}
         for name, args in cases.items():
             histories = {}
             for mode in ("foreground", "background"):
                 run_dir = workdir / f"{name}-{mode}"
                 flag = "true" if mode == "background" else "false"
+                # a copy of π* per mode: each evaluates π* itself (no reuse from π*'s evaluation cache)
+                pistar = Path(shutil.copy(policies[name], workdir / f"{name}-{mode}-pi.pt"))
                 command = [sys.executable, "-m", "lit_rl.cli", *args, "--model.evaluation.background", flag,
-                           "--run_dir", str(run_dir)]  # fmt: skip
+                           "--model.pretrained", str(pistar), "--run_dir", str(run_dir)]  # fmt: skip
                 load = os.getloadavg()[0]
                 start = time.perf_counter()
                 with open(log, "a") as sink:

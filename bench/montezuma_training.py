@@ -69,7 +69,8 @@ def train(frames: int, num_envs: int, workers: int) -> dict:
         return original(self, pixels)
 
     class Stopwatch(Callback):
-        marks: list[tuple[float, int]] = []
+        def __init__(self):
+            self.marks: list[tuple[float, int]] = []  # this run's own (a class list was shared by both runs)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.marks.append((time.perf_counter(), int(pl_module.env_frames)))

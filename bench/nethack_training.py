@@ -200,8 +200,10 @@ if __name__ == "__main__":
     main()
 
 
-#: the synchronous trainer before issue 14, timed side by side with this tree
-OLD_TRAINER_COMMIT = "e177e27"
+#: the trainer of issue 26's start (grouped settings landed), timed side by side with this tree
+#: (target ≥ 1.3×); the synchronous trainer before issue 14 (e177e27) took other constructor
+#: arguments and can no longer be driven by this script
+OLD_TRAINER_COMMIT = "b1e042e"
 CONFIGS = [  # (tree, method, collection, advantage): alternated so load drifts hit both trees
     ("old", "none", "sync", "gae"),
     ("new", "none", "sync", "gae"),
@@ -213,32 +215,44 @@ CONFIGS = [  # (tree, method, collection, advantage): alternated so load drifts 
 ]
 
 
-def old_tree(root: Path) -> Path:
-    """A git worktree of ``OLD_TRAINER_COMMIT`` under ``bench/.cache`` (made once)."""
+def old_tree(root: Path, commit: str = OLD_TRAINER_COMMIT) -> Path:
+    """A git worktree of ``commit`` under ``bench/.cache`` (made once)."""
     import subprocess
 
-    tree = root / "bench" / ".cache" / f"trainer-{OLD_TRAINER_COMMIT}"
+    tree = root / "bench" / ".cache" / f"trainer-{commit}"
     if not (tree / "lit_rl").is_dir():
         tree.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), OLD_TRAINER_COMMIT],
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit],
                        cwd=root, check=True, capture_output=True)  # fmt: skip
     return tree
 
 
-def compare(frames: int = 8192, num_envs: int = 32, timeout: float = 900.0) -> dict:
-    """Every configuration of ``CONFIGS`` in its own process, one after the other, with the same
-    model, envs and frames; the new synchronous none run also times collection alone."""
+def compare(
+    frames: int = 8192,
+    num_envs: int = 32,
+    rollout: int = 32,
+    baseline: str | None = OLD_TRAINER_COMMIT,
+    only: list[str] | None = None,
+    timeout: float = 900.0,
+) -> dict:
+    """Every configuration of ``CONFIGS`` (or the names in ``only``) in its own process, one after
+    the other, with the same model, envs and frames; the new synchronous none run also times
+    collection alone. ``baseline`` is the commit of the ``old`` tree (``None``: this tree stands in
+    for it, as the smoke test's does: no git worktree is made)."""
     import os
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    trees = {"new": root, "old": old_tree(root)}
+    trees = {"new": root, "old": old_tree(root, baseline) if baseline else root}
     runs = {}
     for tree, method, collection, advantage in CONFIGS:
         name = f"{tree}/{method}/{collection}" + ("" if advantage == "gae" else f"/{advantage}")
+        if only is not None and name not in only:
+            continue
         command = [sys.executable, str(Path(__file__).resolve()), "--tree", str(trees[tree]),
                    "--method", method, "--collection", collection, "--frames", str(frames),
-                   "--num-envs", str(num_envs), "--advantage", advantage]  # fmt: skip
+                   "--num-envs", str(num_envs), "--rollout", str(rollout),
+                   "--advantage", advantage]  # fmt: skip
         if (tree, method, collection) == ("new", "none", "sync"):
             command.append("--ceiling")
         load = os.getloadavg()[0]
@@ -247,4 +261,4 @@ def compare(frames: int = 8192, num_envs: int = 32, timeout: float = 900.0) -> d
             runs[name] = {"error": done.stderr[-2000:]}
             continue
         runs[name] = {**json.loads(done.stdout.strip().splitlines()[-1]), "load_average_before": load}
-    return {"frames": frames, "num_envs": num_envs, "old_commit": OLD_TRAINER_COMMIT, "runs": runs}
+    return {"frames": frames, "num_envs": num_envs, "old_commit": baseline or "this tree", "runs": runs}

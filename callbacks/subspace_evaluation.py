@@ -11,6 +11,10 @@ while it plays. Results are logged in order, at the frame count and step of thei
 when they arrive), so the history, ``summary.json`` and ``metrics.csv`` are the ones the
 foreground evaluation would have written. A checkpoint stores the snapshots still in flight, and a
 resumed run evaluates them first; a finished run waits for every evaluation before it ends.
+
+The frame-0 evaluation of a run that starts from π* (``pretrained``) is read from π*'s evaluation
+cache when another run already made it with the same weights and settings
+(``lit_rl.evaluation_cache``), else made here, in the foreground, and stored there.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import copy
 import torch
 from jsonargparse.typing import PositiveInt
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
 
 from lit_rl.evaluation import EvaluationWorker
+from lit_rl.evaluation_cache import PiStarEvaluations
 
 #: snapshots submitted but not yet logged before the learner waits for the oldest: one playing
 #: and one queued, so a period shorter than an evaluation slows training instead of piling up
@@ -103,6 +109,10 @@ class SubspaceEvaluation(Callback):
         if not trainer.is_global_zero:
             return
         actor = pl_module.policy["actor"]
+        pistar = pl_module.hparams.get("pretrained")
+        if frames == 0 and not self.history and pistar is not None:
+            self._record(trainer, pl_module, frames, trainer.global_step, self._pistar(pl_module, pistar))
+            return
         if self._worker is None:
             results = pl_module.evaluator.evaluate_all(pl_module.scenario, actor)
             self._record(trainer, pl_module, frames, trainer.global_step, results)
@@ -112,6 +122,14 @@ class SubspaceEvaluation(Callback):
         weights = {name: value.detach().to("cpu", copy=True) for name, value in actor.state_dict().items()}
         self.in_flight.append({"env_steps": frames, "step": trainer.global_step, "weights": weights})
         self._worker.submit(frames, weights)
+
+    def _pistar(self, pl_module: LightningModule, pistar: str) -> dict:
+        """π*'s evaluation (the run has not moved from π* yet): from its cache, else made and cached."""
+        actor = pl_module.policy["actor"]
+        cache = PiStarEvaluations(pistar, pl_module.scenario, pl_module.evaluator, actor)
+        results, reused = cache.evaluate(lambda: pl_module.evaluator.evaluate_all(pl_module.scenario, actor))
+        rank_zero_info(f"π*'s evaluation {'reused from' if reused else 'stored in'} {cache.path}")
+        return results
 
     def _log_finished(self, trainer: Trainer, pl_module: LightningModule, wait: bool) -> None:
         """Log the background evaluations that are done, oldest first (``wait``: wait for the

@@ -15,7 +15,8 @@ stopped when the same command runs again:
    (``configs/pretrain/nethack.yaml``). Done when ``<root>/pretrained/<preset>.pt`` exists.
 3. ``reference``: a uniformly random policy through the same evaluator, episodes, seed and
    subspaces as the runs (``<root>/runs/references.json``), the floor π* must clear on CLOSE and
-   FAR; π*'s own values are every run's frame-0 evaluation.
+   FAR; π*'s own values are every run's frame-0 evaluation (made by the first run, read by the
+   others from π*'s evaluation cache, ``lit_rl.evaluation_cache``).
 4. ``finetune``: every seed × method with ``lit-rl fit`` (``jobs`` at a time, every method of a
    seed before the next seed) into
    ``<root>/runs/<preset>-<method>-s<seed>``. A run whose ``summary.json`` says ``finished`` is

@@ -1,7 +1,16 @@
-"""Shared fixtures: a pre-trained AppleRetrieval policy built once per test session."""
+"""Shared fixtures: a pre-trained AppleRetrieval policy built once per test session (once for all
+pytest-xdist workers), and the rules that keep `make test`'s two workers (`-n 2 --dist loadgroup`)
+from colliding:
+
+- a module with module-scoped fixtures runs on one worker, so its fixture is built once;
+- tests marked ``@pytest.mark.xdist_group("ddp")`` (two-process DDP over gloo, each binding a
+  rendezvous port) run one after the other on the same worker.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 import pytest
@@ -38,14 +47,36 @@ def fit(*args: str) -> None:
     main(["fit", *APPLE, *TRAINER, *args])
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep a module whose tests share a module-scoped fixture on one xdist worker (before
+    xdist's ``loadgroup`` reads the groups), so the fixture is not built once per worker."""
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        defs = fixtures.name2fixturedefs.values() if fixtures else ()
+        if any(d[-1].scope == "module" for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @pytest.fixture(scope="session")
-def pretrained_apple(tmp_path_factory) -> Path:
-    """π* for AppleRetrieval, pre-trained by the real CLI from FAR starts (≈10 s)."""
-    out = tmp_path_factory.mktemp("pretrain")
-    policy = out / "apple.pt"
+def pretrained_apple(tmp_path_factory, worker_id) -> Path:
+    """π* for AppleRetrieval, pre-trained by the real CLI from FAR starts (≈10 s); under
+    pytest-xdist the first worker to ask builds it under a file lock and the others reuse it."""
+    if worker_id == "master":
+        return _pretrain_apple(tmp_path_factory.mktemp("pretrain"))
+    shared = tmp_path_factory.getbasetemp().parent / "pretrain_apple"
+    shared.mkdir(exist_ok=True)
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        policy = shared / "apple.pt"
+        return policy if policy.is_file() else _pretrain_apple(shared)
+
+
+def _pretrain_apple(out: Path) -> Path:
+    staging = out / f"apple.{os.getpid()}.pt"
     fit(
         "--config", str(ROOT / "configs/pretrain/apple.yaml"),
-        "--model.export.policy", str(policy),
+        "--model.export.policy", str(staging),
         "--run_dir", str(out / "run"),
     )  # fmt: skip
-    return policy
+    return staging.rename(out / "apple.pt")

@@ -132,6 +132,7 @@ def test_async_run_resumes_from_its_last_checkpoint(pretrained_apple, tmp_path):
     assert all(r.get("time/policy_lag") not in (None, "") for r in rows)
 
 
+@pytest.mark.xdist_group("ddp")  # binds a gloo rendezvous port (tests/conftest.py)
 def test_two_process_ddp_with_async_collectors_ends_with_identical_weights(pretrained_apple, tmp_path):
     probe = tmp_path / "probe.yaml"
     probe.write_text("trainer:\n  callbacks+:\n    - class_path: tests.ddp_probe.SaveRankWeights\n")

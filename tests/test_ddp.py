@@ -4,11 +4,13 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from tests.conftest import APPLE, ROOT, TRAINER
 
 
+@pytest.mark.xdist_group("ddp")  # binds a gloo rendezvous port (tests/conftest.py)
 def test_two_process_ddp_run_ends_with_identical_weights(pretrained_apple, tmp_path):
     probe = tmp_path / "probe.yaml"
     probe.write_text("trainer:\n  callbacks+:\n    - class_path: tests.ddp_probe.SaveRankWeights\n")

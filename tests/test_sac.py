@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from tensordict import TensorDict
 from torch import nn
@@ -251,6 +252,7 @@ def test_sac_fit_end_to_end_pretrain_finetune_resume(tmp_path):
     assert json.loads((resumed / "summary.json").read_text())["env_steps"] == 200
 
 
+@pytest.mark.xdist_group("ddp")  # binds a gloo rendezvous port (tests/conftest.py)
 def test_two_process_ddp_sac_run_ends_with_identical_weights(tmp_path):
     """DDP over gloo, two ranks, each with its own collector and replay buffer (π*'s memory in
     both): the gradients of every update are averaged, so the actor, the twin critics, their

@@ -76,10 +76,24 @@ def test_bad_study_settings_stop_with_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_smoke_study_reports_every_method_and_subspace(tmp_path):
-    """The whole command at tiny sizes: record → π* → states → four methods → reference → report."""
-    result = run_study(tmp_path)
+    """The whole command at tiny sizes: record → π* → states → four methods → reference → report;
+    π* is evaluated once per subspace for the whole study (its cache beside π*), and every run's
+    frame-0 point is that evaluation."""
+    counts = tmp_path / "evaluations.jsonl"
+    counter = {"class_path": "tests.evaluation_counter.CountEvaluations", "init_args": {"path": str(counts)}}
+    result = run_study(tmp_path, overrides={"trainer": {"callbacks+": [counter]}})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     root = tmp_path / "study"
+    calls = [json.loads(line) for line in counts.read_text().splitlines()]
+    pistar = sorted(c["subspace"] for c in calls if c["frames"] == 0)
+    assert pistar == ["close", "far"], pistar  # not once per run: 4 runs share π*'s evaluation
+    assert len({c["run"] for c in calls}) == len(METHODS)
+    assert (root / "pretrained" / "nethack_study.pt.evaluations.json").is_file()
+    firsts = [
+        json.loads((root / "runs" / f"nethack_study-{m}-s0" / "summary.json").read_text())["eval_history"][0]
+        for m in METHODS
+    ]
+    assert firsts[0]["env_steps"] == 0 and all(first == firsts[0] for first in firsts)
     report = (root / "reports" / "report.md").read_text()
     section = report.split("## nethack_study\n")[1]
     for method in METHODS:
