@@ -15,7 +15,7 @@ handled here:
 Every read goes through :func:`lit_rl.safe_load.safe_load` (``weights_only=True``), both the
 readability check of ``--ckpt_path last`` and Lightning's own restore, which calls
 :meth:`AtomicCheckpointIO.load_checkpoint`: a checkpoint cannot run code when a run resumes from it
-or ``lit-rl validate`` evaluates it, unless the user trusts that file (``--trust``).
+or ``lit-rl validate`` evaluates it.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ configs/method/apple/ewc.yaml …``. Each ``fit`` gets its own run folder named 
 ``config.yaml``, ``checkpoints/``, ``metrics.csv`` and ``summary.json``. Mistakes end with one line
 on stderr and exit code 2: a misspelled or mistyped setting, a config file that is missing or not
 valid YAML (file, line and column), a ``--run_dir`` that cannot be written, a checkpoint or policy
-that could run code when read (``--trust <file>`` reads it anyway; lit_rl/safe_load.py).
+that could run code when read (never read: lit_rl/safe_load.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from jsonargparse import Namespace
 from lightning import LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from lit_rl.safe_load import check_loadable, first_line, trust, trusted
+from lit_rl.safe_load import check_loadable, first_line
 from lit_rl.training.rank_faults import reported
 from lit_rl.training.run_identity import default_run_name
 from lit_rl.training.settings import MOVED_KEYS
@@ -131,30 +131,18 @@ class LitRLCLI(LightningCLI):
             default=1,
             help="intra-op threads per process; small policies run fastest on one (null: torch's)",
         )
-        parser.add_argument(
-            "--trust",
-            type=str | list[str] | None,
-            default=None,
-            help="files (checkpoints, policies) to read with the full unpickler, which can run code "
-            "from them: only files you trust (lit_rl/safe_load.py)",
-        )
         parser.link_arguments("seed_everything", "model.init_args.seed")
 
     def _parse_ckpt_path(self) -> None:
         """Lightning reads a ``--ckpt_path`` file's hyper-parameters here, before anything else
-        reads it: the trusted files are registered first, and a file that could run code or is
-        damaged is refused in one line instead of torch's multi-line error (a trusted file is not
-        read here, as Lightning reads with ``weights_only=True``)."""
+        reads it: a file that could run code or is damaged is refused in one line instead of
+        torch's multi-line error."""
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
-        given = config.get("trust") or []
-        trust([given] if isinstance(given, str) else given)
         path = config.get("ckpt_path")
         if not path or not Path(path).is_file():
             return
         check_loadable(path)
-        if trusted(path):
-            return
         try:
             super()._parse_ckpt_path()
         except (RuntimeError, EOFError, OSError, AttributeError) as error:

@@ -7,23 +7,18 @@ log-likelihood files) goes through :func:`safe_load`, which reads with ``weights
 torch's restricted unpickler, which builds only tensors, plain containers and numbers, plus the
 globals allow-listed in :data:`SAFE_GLOBALS` (the non-builtin types lit_rl's own files hold).
 
-A file that names anything else is refused with one line that names what it holds and how to trust
-it: ``--trust <path>`` on the command line, or ``LIT_RL_TRUST=<path>[:<path>…]`` in the environment
-(what ``--trust`` sets, so DDP ranks and worker processes inherit it). Trust is per file, never
-global, and a trusted file is read with the full unpickler.
+A file that names anything else is refused with one line that names what it holds and what to do:
+lit_rl never reads a file with the full unpickler, so whoever trusts such a file converts it in their
+own Python (load it there, save its tensors with ``torch.save``) and hands lit_rl the result.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-from pathlib import Path
 from typing import Any
 
 import torch
-
-#: the environment variable that lists trusted files (``os.pathsep``-separated)
-TRUST_VARIABLE = "LIT_RL_TRUST"
 
 #: globals (classes, functions) beyond torch's own weights-only set that lit_rl's files hold. Its
 #: checkpoints, exports, pools and buffers hold only tensors, builtin containers and numbers
@@ -33,21 +28,7 @@ SAFE_GLOBALS: list[Any] = []
 
 
 class UntrustedFile(ValueError):
-    """A file that would need the full unpickler (and could run code) and is not trusted."""
-
-
-def trusted(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is listed in ``LIT_RL_TRUST`` (compared as resolved paths)."""
-    listed = [item for item in os.environ.get(TRUST_VARIABLE, "").split(os.pathsep) if item]
-    target = Path(path).resolve()
-    return any(Path(item).resolve() == target for item in listed)
-
-
-def trust(paths: list[str]) -> None:
-    """Add ``paths`` to ``LIT_RL_TRUST`` of this process and of every process it starts."""
-    listed = [item for item in os.environ.get(TRUST_VARIABLE, "").split(os.pathsep) if item]
-    resolved = [str(Path(p).resolve()) for p in paths if str(Path(p).resolve()) not in listed]
-    os.environ[TRUST_VARIABLE] = os.pathsep.join(listed + resolved)
+    """A file that would need the full unpickler (and could run code): lit_rl does not read it."""
 
 
 def unsafe_globals(path: str | os.PathLike) -> list[str]:
@@ -67,28 +48,25 @@ def refusal(path: str | os.PathLike, names: list[str]) -> str:
     return (
         f"{path} holds Python objects that could run code when read ({shown}), not only tensors "
         f"and plain data as lit_rl's own files do: it was not read. If you trust whoever made it, "
-        f"pass --trust {path} (or set {TRUST_VARIABLE}={path})"
+        f"load it in your own Python and torch.save its tensors (a state dict) for lit_rl"
     )
 
 
 def check_loadable(path: str | os.PathLike) -> None:
-    """Raise :class:`UntrustedFile` if ``path`` needs more than the restricted unpickler and is
-    not trusted (reads only the pickle's opcodes, not the tensors)."""
-    if not trusted(path):
-        names = unsafe_globals(path)
-        if names:
-            raise UntrustedFile(refusal(path, names))
+    """Raise :class:`UntrustedFile` if ``path`` needs more than the restricted unpickler (reads
+    only the pickle's opcodes, not the tensors)."""
+    names = unsafe_globals(path)
+    if names:
+        raise UntrustedFile(refusal(path, names))
 
 
 def safe_load(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool | None = None) -> Any:
-    """``torch.load`` that cannot run code unless ``path`` is trusted (module docstring).
+    """``torch.load`` that cannot run code (module docstring).
 
     Raises:
         UntrustedFile: the file names globals outside the allow-list (one-line message).
         Exception: whatever ``torch.load`` raises for a damaged or foreign file.
     """
-    if trusted(path):
-        return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)

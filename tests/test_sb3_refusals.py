@@ -3,7 +3,8 @@ one line naming the setting and the fix.
 
 The crafted zip carries two live payloads that write a file when unpickled: one in ``policy.pth``
 (refused by ``torch.load(weights_only=True)``) and one in a ``data`` field's ``:serialized:``
-cloudpickle (never decoded). The test first shows a payload does write its file when unpickled.
+cloudpickle (never decoded). The test first shows the payload is live: what its unpickling would
+call writes the file.
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ def one_line_error(path, *words, env_id="CartPole-v1", **settings) -> str:
 
 def test_a_zip_that_would_run_code_is_refused_and_runs_none(tmp_path, cartpole_ppo):
     live = tmp_path / "live.txt"
-    pickle.loads(pickle.dumps(WritesFile(live)))
-    assert live.read_text() == "code ran"  # the payload is live when unpickled
+    run, args = WritesFile(live).__reduce__()  # what unpickling the payload would call
+    run(*args)
+    assert live.read_text() == "code ran"  # the payload is live
 
     from_weights, from_data = tmp_path / "from_weights.txt", tmp_path / "from_data.txt"
     crafted = tmp_path / "crafted.zip"
